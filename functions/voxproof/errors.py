@@ -1,0 +1,168 @@
+"""Every error a caller can cause, as a named type with a stable code.
+
+Handlers and the CLI map ``VoxproofError.status`` to their own answer (HTTP status, exit code);
+nothing but ``code`` and ``message`` crosses the edge, so a message must never carry a path, a
+library's own text, a secret or the caller's full input.
+
+Example:
+    >>> try:
+    ...     raise TextTooLong("text is 5000 characters; the limit here is 1000")
+    ... except VoxproofError as err:
+    ...     (err.code, err.status)
+    ('text_too_long', 413)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class VoxproofError(Exception):
+    """Base of every error voxproof raises on purpose.
+
+    Parameters
+    ----------
+    message:
+        One sentence for the caller: what is wrong and, where it helps, how to fix it.
+    details:
+        Small, safe, JSON-serialisable facts (a position, a limit) for the response body.
+    """
+
+    code: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public form: ``{"code", "message"}`` plus any details."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+# --- text in --------------------------------------------------------------------------------
+class TextError(VoxproofError):
+    """The text cannot be spoken as given."""
+
+    code = "invalid_text"
+    status = 422
+
+
+class TextEmpty(TextError):
+    code = "text_empty"
+
+
+class TextTooLong(TextError):
+    code = "text_too_long"
+    status = 413
+
+
+class ForbiddenCharacter(TextError):
+    """A control, format (bidi, zero-width), private-use or unassigned character."""
+
+    code = "forbidden_character"
+
+
+class UnsupportedCharacter(TextError):
+    """A character outside the language's allow-list."""
+
+    code = "unsupported_character"
+
+
+# --- time budget ----------------------------------------------------------------------------
+class DeadlineError(VoxproofError):
+    code = "deadline"
+    status = 504
+
+
+class DeadlineTooShort(DeadlineError):
+    """Refused before any work: the estimate exceeds the time left."""
+
+    code = "deadline_too_short"
+    status = 503
+
+
+class DeadlineExceeded(DeadlineError):
+    """Stopped between pieces: the time ran out; nothing was returned or recorded."""
+
+    code = "deadline_exceeded"
+    status = 504
+
+
+# --- the model layer (operator errors: the function refuses to start) --------------------------
+class LayerError(VoxproofError):
+    """The model layer is not exactly what its manifest pins."""
+
+    code = "layer_invalid"
+    status = 503
+
+
+# --- audio in -------------------------------------------------------------------------------
+class AudioError(VoxproofError):
+    """An upload that cannot be decoded within bounds."""
+
+    code = "invalid_audio"
+    status = 422
+
+
+class AudioEmpty(AudioError):
+    code = "audio_empty"
+    status = 400
+
+
+class AudioTooLarge(AudioError):
+    """Too many bytes, too long, too many channels or too many decoded samples."""
+
+    code = "audio_too_large"
+    status = 413
+
+
+class UnsupportedAudio(AudioError):
+    """Not one of the accepted containers/codecs, or not audio at all."""
+
+    code = "unsupported_audio"
+    status = 415
+
+
+class CorruptAudio(AudioError):
+    """Truncated or damaged: the container or stream does not decode."""
+
+    code = "corrupt_audio"
+    status = 422
+
+
+# --- keys and marks -------------------------------------------------------------------------
+class KeyError_(VoxproofError):
+    """A watermark key is missing, malformed or unreadable (named so to not shadow KeyError)."""
+
+    code = "key_invalid"
+    status = 500
+
+
+class InvalidRecordId(VoxproofError):
+    code = "invalid_record_id"
+    status = 422
+
+
+# --- requests -------------------------------------------------------------------------------
+class RequestError(VoxproofError):
+    """A request that fails validation at the edge."""
+
+    code = "invalid_request"
+    status = 400
+
+
+class NotFound(VoxproofError):
+    code = "not_found"
+    status = 404
+
+
+class Unavailable(VoxproofError):
+    """A dependency (registry, bucket, secret store) cannot be reached; try again later."""
+
+    code = "unavailable"
+    status = 503

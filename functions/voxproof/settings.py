@@ -1,0 +1,78 @@
+"""The one place that reads the environment (``VOXPROOF_*`` variables).
+
+Everything else receives a ``Settings`` (or the values it needs) as an argument.
+
+Example:
+    >>> s = Settings(state_dir="/tmp/vx-state")
+    >>> s.key_file.name
+    'watermark.key'
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Final
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PACKAGE_DIR: Final = Path(__file__).resolve().parent
+#: Where the layer sits in a source checkout (``functions/voxproof`` -> ``layers/model``).
+CHECKOUT_MODEL_DIR: Final = _PACKAGE_DIR.parent.parent / "layers" / "model"
+#: Where the image puts the layer.
+IMAGE_MODEL_DIR: Final = Path("/opt/voxproof/model")
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "voxproof"
+
+
+def _default_model_dir() -> Path:
+    if (CHECKOUT_MODEL_DIR / "manifest.json").is_file():
+        return CHECKOUT_MODEL_DIR
+    return IMAGE_MODEL_DIR
+
+
+class Settings(BaseSettings):
+    """Run-time configuration, from ``VOXPROOF_*`` environment variables or arguments."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXPROOF_", extra="forbid")
+
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    """Local state: the default key file, the SQLite provenance registry. Created mode 0700."""
+
+    model_dir: Path = Field(default_factory=_default_model_dir)
+    """The model layer folder described by its ``manifest.json``."""
+
+    key_file: Path | None = None
+    """The watermark key file (64 hex characters); default ``<state_dir>/watermark.key``."""
+
+    max_text_chars_sync: int = 1_000
+    """Longest text the synchronous entry points (CLI synth, API) accept."""
+
+    max_text_chars_batch: int = 20_000
+    """Longest text one batch job may carry."""
+
+    torch_threads: int = 0
+    """Threads for torch inference; 0 means one per available core."""
+
+    @model_validator(mode="after")
+    def _fill_key_file(self) -> "Settings":
+        if self.key_file is None:
+            self.key_file = self.state_dir / "watermark.key"
+        return self
+
+    def ensure_state_dir(self) -> Path:
+        """Create the state folder (mode 0700) if missing and return it."""
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        return self.state_dir
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

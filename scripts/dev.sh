@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The two commands a newcomer needs (see README):
+#   bash scripts/dev.sh demo   -> set up, build the model layer if missing, speak a watermarked
+#                                 WAV (demo.wav) and verify it
+#   bash scripts/dev.sh test   -> set up, then run the whole test suite
+# Set-up is idempotent: a venv in .venv with torch (the CPU-capable pair that works here) and
+# voxproof installed editable with its extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${VOXPROOF_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.voxproof-installed"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    # torch first: coqui-tts 0.28 imports it without declaring it; this pair works on CPU here.
+    "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchaudio==2.11.0"
+    "$VENV/bin/python" -m pip install -q -e ".[dev,aws]"
+    touch "$stamp"
+  fi
+}
+
+case "${1:-}" in
+  demo)
+    setup
+    shift
+    "$VENV/bin/voxproof" synth "${@:-Hello from voxproof. Every word I say carries a watermark.}" -o demo.wav
+    "$VENV/bin/voxproof" verify demo.wav
+    ;;
+  test)
+    setup
+    shift
+    "$VENV/bin/python" -m pytest "$@"
+    ;;
+  setup)
+    setup
+    ;;
+  *)
+    echo "usage: bash scripts/dev.sh demo|test|setup [args]" >&2
+    exit 64
+    ;;
+esac

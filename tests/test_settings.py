@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import pytest
+
+from voxproof.errors import TextTooLong, VoxproofError
+from voxproof.settings import Settings
+
+
+def test_environment_overrides_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("VOXPROOF_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("VOXPROOF_MAX_TEXT_CHARS_SYNC", "123")
+    s = Settings()
+    assert s.state_dir == tmp_path / "state"
+    assert s.key_file == tmp_path / "state" / "watermark.key"
+    assert s.max_text_chars_sync == 123
+
+
+def test_unknown_setting_is_refused():
+    with pytest.raises(ValueError):
+        Settings(no_such_setting=1)
+
+
+def test_state_dir_is_private(tmp_path):
+    s = Settings(state_dir=tmp_path / "a" / "b")
+    made = s.ensure_state_dir()
+    assert made.is_dir() and (made.stat().st_mode & 0o777) == 0o700
+
+
+def test_error_public_form_has_code_and_message_only():
+    err = TextTooLong("too long", limit=10)
+    assert isinstance(err, VoxproofError)
+    assert err.to_dict() == {"code": "text_too_long", "message": "too long", "details": {"limit": 10}}
+    assert err.status == 413
