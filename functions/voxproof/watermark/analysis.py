@@ -1,0 +1,96 @@
+"""The internal domain every embed and detect works in: 8 kHz mono, 32 ms frames every 4 ms.
+
+Tile energies are sums of short-time power over a band (4 FFT bins of 31.25 Hz) and a slot
+(8 frames = 32 ms); time and frequency scale hypotheses (speed, tempo) are applied here by
+interpolating the frame axis and stretching band edges, so one spectrogram serves them all.
+"""
+
+from __future__ import annotations
+
+from math import gcd
+from typing import Final
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from voxproof.watermark.pattern import BANDS
+
+RATE: Final = 8000
+FRAME: Final = 256
+HOP: Final = 32  # analysis hop (4 ms); frame g is centred on sample HOP * g + HOP // 2
+SLOT_HOPS: Final = 8  # one slot (32 ms) = 8 analysis hops
+BLOCK_HOPS: Final = 2 * SLOT_HOPS
+FIRST_BIN: Final = 4  # 125 Hz
+BAND_BINS: Final = 4
+_WINDOW: Final = np.hanning(FRAME + 1)[:-1]
+_FLOOR: Final = 1e-12
+
+
+def to_internal(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono float64 at 8 kHz."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    if sample_rate == RATE:
+        return x.copy()
+    g = gcd(int(sample_rate), RATE)
+    return resample_poly(x, RATE // g, int(sample_rate) // g)
+
+
+def from_internal(residual: np.ndarray, sample_rate: int, length: int) -> np.ndarray:
+    """Bring an 8 kHz residual back to ``sample_rate`` with exactly ``length`` samples."""
+    if sample_rate == RATE:
+        out = residual
+    else:
+        g = gcd(int(sample_rate), RATE)
+        out = resample_poly(residual, int(sample_rate) // g, RATE // g)
+    if len(out) >= length:
+        return out[:length]
+    return np.pad(out, (0, length - len(out)))
+
+
+def frame_count(n_samples: int) -> int:
+    return max(0, (n_samples + HOP // 2) // HOP)
+
+
+def power(x8: np.ndarray) -> np.ndarray:
+    """Short-time power (frames x 129 bins); frame g is centred on sample 32 g + 16."""
+    n = frame_count(len(x8))
+    lead = FRAME // 2 - HOP // 2
+    padded = np.zeros(lead + HOP * n + FRAME)
+    padded[lead : lead + len(x8)] = x8
+    idx = HOP * np.arange(n)[:, None] + np.arange(FRAME)[None, :]
+    spec = np.fft.rfft(padded[idx] * _WINDOW, axis=1)
+    return spec.real**2 + spec.imag**2
+
+
+def band_matrix(freq_scale: float = 1.0) -> np.ndarray:
+    """(129, BANDS) weights: how much of each FFT bin falls in each (stretched) band."""
+    lo = (FIRST_BIN + BAND_BINS * np.arange(BANDS) - 0.5) * freq_scale
+    hi = lo + BAND_BINS * freq_scale
+    k = np.arange(FRAME // 2 + 1)[:, None]
+    overlap = np.clip(np.minimum(k + 0.5, hi) - np.maximum(k - 0.5, lo), 0.0, None)
+    return overlap / freq_scale
+
+
+def stretch_frames(p: np.ndarray, time_scale: float) -> np.ndarray:
+    """Resample the frame axis: row h of the result is row ``h * time_scale`` of ``p``."""
+    if time_scale == 1.0:
+        return p
+    n = int(np.floor((len(p) - 1) / time_scale)) + 1
+    pos = np.arange(n) * time_scale
+    i = np.minimum(pos.astype(np.int64), len(p) - 2)
+    f = (pos - i)[:, None]
+    return p[i] * (1.0 - f) + p[i + 1] * f
+
+
+def slot_log_energy(bands: np.ndarray) -> np.ndarray:
+    """Log energy of the slot starting at each frame: rows h .. h+7 summed (frames - 7, BANDS)."""
+    c = np.cumsum(np.vstack([np.zeros((1, bands.shape[1])), bands]), axis=0)
+    e = c[SLOT_HOPS:] - c[:-SLOT_HOPS]
+    return np.log(np.maximum(e, 0.0) + _FLOOR)
+
+
+def cell_values(log_e: np.ndarray) -> np.ndarray:
+    """Cell value at each frame h: log E(slot at h) - log E(slot at h + 8), per band."""
+    return log_e[:-SLOT_HOPS] - log_e[SLOT_HOPS:]

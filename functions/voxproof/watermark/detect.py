@@ -1,0 +1,371 @@
+"""Detection: search scale hypotheses and unit alignments, decode, verify the tag, localise.
+
+For every hypothesis (tempo or speed change by s, s on a grid within +-3.5 %) the received
+spectrogram is warped back (frame axis and/or band edges), every cell value v is turned into a
+weighted phasor ``w * exp(2 pi i v / STEP)`` and the phasors are folded modulo the unit length
+(soft combining of repeats). A key's dithers and pilot bits then give, for each of the 256
+possible unit alignments, a pilot correlation z; the best alignments are decoded (soft Viterbi)
+and accepted only if the keyed tag verifies. Per-window correlations with the decoded codeword
+give the marked / unmarked time ranges.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from voxproof.watermark import analysis as an
+from voxproof.watermark import ecc
+from voxproof.watermark.embed import FLOOR_POWER, GATE_DB, STEP, _SLOT_ENERGY_PER_POWER
+from voxproof.watermark.keys import WatermarkKey
+from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern, pattern_for
+from voxproof.watermark.payload import TAG_BITS, format_record_id, read_payload
+
+UNIT_HOPS: Final = UNIT_BLOCKS * an.BLOCK_HOPS  # 256 analysis hops = 1.024 s
+SCALES: Final = tuple(round(0.005 * k, 4) for k in range(-7, 8))  # -3.5 % .. +3.5 %
+WEIGHT_DB: Final = 10.0  # cell weight falls by e for every this many dB below the loud tiles
+SEARCH_WINDOW: Final = 4 * UNIT_HOPS  # sync search windows (about 4 s, half overlapping)
+LOCAL_WINDOW: Final = UNIT_HOPS  # localisation windows (about 1 s, half overlapping)
+CANDIDATES: Final = 3  # alignments decoded per key (best pilot correlations)
+MAX_ATTEMPTS: Final = 2 * (CANDIDATES + 1)  # decode attempts per key: the false-positive budget
+EARLY_EXIT_Z: Final = 8.0  # sync this strong without a speed change: decode before searching
+TRACK: Final = 24  # frames a search window may drift from the candidate's alignment
+MARKED_Z: Final = 5.0  # a localisation window is marked at or above this correlation
+SPEECH_WEIGHT: Final = 8.0  # below this total cell weight a window has too little speech
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A time range judged marked or unmarked."""
+
+    start_s: float
+    end_s: float
+    marked: bool
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "marked": self.marked,
+            "score": round(self.score, 2),
+        }
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What ``detect`` found. ``record_id`` is set only when its keyed tag verified."""
+
+    found: bool
+    record_id: int | None = None
+    key_id: str | None = None
+    tag_verified: bool = False
+    score: float = 0.0
+    p_false: float = 0.0
+    windows: list[tuple[float, float, float]] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
+    speed: float | None = None
+    mode: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "found": self.found,
+            "record_id": None if self.record_id is None else format_record_id(self.record_id),
+            "key_id": self.key_id,
+            "tag_verified": self.tag_verified,
+            "score": round(self.score, 2),
+            "p_false": self.p_false,
+            "speed": self.speed,
+            "mode": self.mode,
+            "windows": [[round(a, 3), round(b, 3), round(s, 2)] for a, b, s in self.windows],
+            "segments": [s.to_dict() for s in self.segments],
+        }
+
+
+@dataclass
+class _View:
+    """The received audio under one scale hypothesis."""
+
+    mode: str
+    scale: float
+    time_scale: float  # received frame = hypothesis frame * time_scale
+    phasor: np.ndarray  # (frames, BANDS) complex: weight * exp(2 pi i value / STEP)
+    weight: np.ndarray  # (frames, BANDS)
+
+
+@dataclass
+class _Candidate:
+    view: _View
+    start: int  # first frame of the folded range
+    stop: int
+    offset: int  # alignment: a unit starts at frame offset (mod UNIT_HOPS)
+    z: float
+
+
+def detect(samples: np.ndarray, sample_rate: int, keys: Sequence[WatermarkKey]) -> Detection:
+    """Look for a mark of any of ``keys`` in ``samples`` (float, (n,) or (n, channels)).
+
+    Example:
+        >>> key = WatermarkKey.from_hex("5a" * 32)
+        >>> noise = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+        >>> detect(noise, 8000, [key]).found
+        False
+    """
+    keys = list(keys)
+    power = an.power(an.to_internal(samples, sample_rate))
+    views = _Views(power)
+    attempts = 0
+    for key in keys:
+        hit, used = _search(views, key)
+        attempts += used
+        if hit is not None:
+            return _report(hit, key, attempts)
+    return Detection(found=False, p_false=_p_false(attempts))
+
+
+def _p_false(attempts: int) -> float:
+    """Union bound: each decode attempt on unmarked audio verifies with probability 2^-24."""
+    return min(1.0, attempts * 2.0**-TAG_BITS)
+
+
+# --- the search -----------------------------------------------------------------------------
+class _Views:
+    """Scale hypotheses in search order (no change first), computed on first use."""
+
+    def __init__(self, power: np.ndarray) -> None:
+        self._power = power
+        self._cache: dict[tuple[str, float], _View | None] = {}
+        order = sorted(SCALES, key=lambda s: (abs(s), s))
+        self.plan = [("none", 0.0)] + [(m, s) for s in order if s for m in ("speed", "tempo")]
+
+    def get(self, mode: str, scale: float) -> _View | None:
+        if (mode, scale) not in self._cache:
+            self._cache[(mode, scale)] = _make_view(self._power, mode, scale)
+        return self._cache[(mode, scale)]
+
+
+def _search(views: _Views, key: WatermarkKey) -> tuple[tuple[_Candidate, int, np.ndarray] | None, int]:
+    """Find and verify a mark of ``key``; returns (hit, decode attempts made)."""
+    pattern = pattern_for(key)
+    attempts = 0
+    tried: list[_Candidate] = []
+    candidates: list[_Candidate] = []
+    for i, (mode, scale) in enumerate(views.plan):
+        view = views.get(mode, scale)
+        if view is None:
+            return None, attempts
+        candidates.extend(_sync(view, pattern))
+        if i == 0 and candidates:  # the common case: no speed change; try it at once
+            first = max(candidates, key=lambda c: c.z)
+            if first.z >= EARLY_EXIT_Z:
+                hit, used = _decode_candidate(first, pattern, key)
+                attempts += used
+                tried.append(first)
+                if hit is not None:
+                    return hit, attempts
+    for cand in _distinct(sorted(candidates, key=lambda c: -c.z), tried)[:CANDIDATES]:
+        hit, used = _decode_candidate(cand, pattern, key)
+        attempts += used
+        if hit is not None:
+            return hit, attempts
+    return None, attempts
+
+
+def _distinct(cands: list[_Candidate], tried: list[_Candidate]) -> list[_Candidate]:
+    """Drop candidates that repeat an earlier one (same view, same alignment)."""
+    out: list[_Candidate] = []
+    seen = {(id(c.view), c.offset) for c in tried}
+    for c in cands:
+        if (id(c.view), c.offset) not in seen:
+            seen.add((id(c.view), c.offset))
+            out.append(c)
+    return out
+
+
+def _decode_candidate(
+    cand: _Candidate, pattern: Pattern, key: WatermarkKey
+) -> tuple[tuple[_Candidate, int, np.ndarray] | None, int]:
+    """Decode the whole input tracked from this alignment, then the candidate's window alone."""
+    attempts = 0
+    for folded in (_tracked_fold(cand, pattern), _fold(cand.view.phasor, cand.start, cand.stop)):
+        attempts += 1
+        soft = _position_soft(folded, pattern, cand.offset)
+        coded_soft = np.zeros(len(pattern.coded_index[pattern.coded_index >= 0]))
+        coded_soft[pattern.coded_index[pattern.coded_index >= 0]] = soft[pattern.coded_index >= 0]
+        bits = ecc.decode(coded_soft)
+        record_id, ok = read_payload(key, bits)
+        if ok:
+            return (cand, record_id, ecc.encode(bits)), attempts
+    return None, attempts
+
+
+# --- views, folding, correlations ------------------------------------------------------------
+def _make_view(power: np.ndarray, mode: str, scale: float) -> _View | None:
+    time_scale = 1.0 / (1.0 + scale)
+    freq_scale = 1.0 + scale if mode == "speed" else 1.0
+    bands = an.stretch_frames(power @ an.band_matrix(freq_scale), time_scale)
+    if len(bands) < UNIT_HOPS // 2:
+        return None
+    log_e = an.slot_log_energy(bands)
+    values = an.cell_values(log_e)
+    weight = _weights(log_e)
+    phasor = weight * np.exp(2j * np.pi * values / STEP)
+    return _View(mode, scale, time_scale, phasor, weight)
+
+
+def _weights(log_e: np.ndarray) -> np.ndarray:
+    """Reliability of each cell: speech slots only, louder tiles count more."""
+    db = np.log(10) / 10
+    level = np.log(np.exp(log_e).sum(axis=1))
+    ref = np.percentile(level, 99)
+    floor = np.log(FLOOR_POWER * _SLOT_ENERGY_PER_POWER)
+    act = np.clip((level - (ref - (GATE_DB + 5) * db)) / (5 * db), 0.0, 1.0) * (level >= floor)
+    loud = log_e[act > 0]
+    top = np.percentile(loud, 99) if len(loud) else 0.0
+    weaker = np.minimum(log_e[: -an.SLOT_HOPS], log_e[an.SLOT_HOPS :])
+    tile = np.exp(-np.maximum(top - weaker, 0.0) / (WEIGHT_DB * db))
+    return (act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :])[:, None] * tile
+
+
+def _fold(phasor: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Sum phasors of frames start..stop-1 by frame index modulo the unit: (UNIT_HOPS, BANDS)."""
+    first = start - start % UNIT_HOPS
+    n = -(-(stop - first) // UNIT_HOPS) * UNIT_HOPS
+    buf = np.zeros((n, BANDS), dtype=complex)
+    buf[start - first : stop - first] = phasor[start:stop]
+    return buf.reshape(-1, UNIT_HOPS, BANDS).sum(axis=0)
+
+
+def _rows(offsets: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    return (offsets[:, None] + an.BLOCK_HOPS * blocks[None, :]) % UNIT_HOPS
+
+
+def _correlate(folded: np.ndarray, pattern: Pattern, cells: np.ndarray, signs: np.ndarray,
+               offsets: np.ndarray) -> np.ndarray:
+    """z of the correlation of ``cells`` with their expected ``signs`` at each offset."""
+    vals = folded[_rows(offsets, pattern.block[cells]), pattern.band[cells]]
+    rot = np.exp(-2j * np.pi * pattern.dither[cells]) * signs
+    t = (vals * rot).real.sum(axis=1)
+    n2 = (vals.real**2 + vals.imag**2).sum(axis=1) / 2
+    return np.where(n2 > 0, t / np.sqrt(np.maximum(n2, 1e-300)), 0.0)
+
+
+def _pilot_cells(pattern: Pattern) -> tuple[np.ndarray, np.ndarray]:
+    cells = np.flatnonzero(pattern.is_pilot)
+    return cells, 1.0 - 2.0 * pattern.pilot_bits[pattern.position[cells]]
+
+
+_ALL_OFFSETS: Final = np.arange(UNIT_HOPS)
+
+
+def _sync(view: _View, pattern: Pattern) -> list[_Candidate]:
+    """The best alignment of each search window under this view."""
+    cells, signs = _pilot_cells(pattern)
+    n = len(view.phasor)
+    out = []
+    step = SEARCH_WINDOW // 2
+    for start in range(0, max(1, n - step), step):
+        stop = min(n, start + SEARCH_WINDOW)
+        z = _correlate(_fold(view.phasor, start, stop), pattern, cells, signs, _ALL_OFFSETS)
+        best = int(np.argmax(z))
+        out.append(_Candidate(view, start, stop, best, float(z[best])))
+    return out
+
+
+def _position_soft(folded: np.ndarray, pattern: Pattern, offset: int) -> np.ndarray:
+    """Soft value of every position (> 0 means bit 0), summed over its cells."""
+    vals = folded[_rows(np.array([offset]), pattern.block)[0], pattern.band]
+    soft = (vals * np.exp(-2j * np.pi * pattern.dither)).real
+    return np.bincount(pattern.position, soft, minlength=len(pattern.coded_index))
+
+
+def _tracked_fold(cand: _Candidate, pattern: Pattern) -> np.ndarray:
+    """Fold the whole input, re-aligning each search window within +-TRACK of the candidate.
+
+    Speed changes leave a residual scale error that drifts over long inputs; each window
+    follows it by taking its best pilot alignment near the candidate's.
+    """
+    cells, signs = _pilot_cells(pattern)
+    view = cand.view
+    n = len(view.phasor)
+    total = np.zeros((UNIT_HOPS, BANDS), dtype=complex)
+    near = (cand.offset + np.arange(-TRACK, TRACK + 1)) % UNIT_HOPS
+    step = SEARCH_WINDOW // 2
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        folded = _fold(view.phasor, max(0, start - step // 2), min(n, stop + step // 2))
+        shift = int(near[np.argmax(_correlate(folded, pattern, cells, signs, near))])
+        total += np.roll(_fold(view.phasor, start, stop), cand.offset - shift, axis=0)
+    return total
+
+
+# --- the report -------------------------------------------------------------------------------
+def _codeword_cells(pattern: Pattern, coded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(len(pattern.block)), 1.0 - 2.0 * pattern.cell_bits(coded)
+
+
+def _report(hit: tuple[_Candidate, int, np.ndarray], key: WatermarkKey, attempts: int) -> Detection:
+    cand, record_id, coded = hit
+    pattern = pattern_for(key)
+    cells, signs = _codeword_cells(pattern, coded)
+    score = float(
+        _correlate(_tracked_fold(cand, pattern), pattern, cells, signs, np.array([cand.offset]))[0]
+    )
+    windows = _localise(cand.view, pattern, coded)
+    return Detection(
+        found=True,
+        record_id=record_id,
+        key_id=key.key_id,
+        tag_verified=True,
+        score=score,
+        p_false=_p_false(attempts),
+        windows=[(a, b, z) for a, b, z, _ in windows],
+        segments=_segments(windows),
+        speed=cand.view.scale,
+        mode=cand.view.mode,
+    )
+
+
+def _seconds(view: _View, frame: float) -> float:
+    return (frame * view.time_scale * an.HOP + an.HOP / 2) / an.RATE
+
+
+def _localise(view: _View, pattern: Pattern, coded: np.ndarray) -> list[tuple[float, float, float, bool]]:
+    """Per window: (start s, end s, codeword correlation z, enough speech to judge)."""
+    cells, signs = _codeword_cells(pattern, coded)
+    n = len(view.phasor)
+    step = LOCAL_WINDOW // 2
+    out = []
+    for start in range(0, max(1, n - step), step):
+        stop = min(n, start + LOCAL_WINDOW)
+        z = _correlate(_fold(view.phasor, start, stop), pattern, cells, signs, _ALL_OFFSETS)
+        speech = float(view.weight[start:stop].sum()) >= SPEECH_WEIGHT
+        centre = (start + stop) / 2
+        out.append((_seconds(view, max(start, centre - step / 2)),
+                    _seconds(view, min(stop + an.BLOCK_HOPS, centre + step / 2)),
+                    float(z.max()), speech))
+    return out
+
+
+def _segments(windows: list[tuple[float, float, float, bool]]) -> list[Segment]:
+    """Merge windows into marked / unmarked ranges; windows without speech join a neighbour."""
+    labels: list[bool | None] = [z >= MARKED_Z if speech else None for _, _, z, speech in windows]
+    known = [i for i, lab in enumerate(labels) if lab is not None]
+    if not known:
+        return []
+    for i, lab in enumerate(labels):
+        if lab is None:
+            nearest = min(known, key=lambda k: abs(k - i))
+            labels[i] = labels[nearest]
+    segs: list[Segment] = []
+    for (a, b, z, _), lab in zip(windows, labels):
+        if segs and segs[-1].marked == lab:
+            last = segs[-1]
+            segs[-1] = Segment(last.start_s, b, bool(lab), max(last.score, z) if lab else min(last.score, z))
+        else:
+            segs.append(Segment(a, b, bool(lab), z))
+    return segs
