@@ -115,16 +115,26 @@ def detect(samples: np.ndarray, sample_rate: int, keys: Sequence[WatermarkKey]) 
         >>> detect(noise, 8000, [key]).found
         False
     """
+    return inspect(samples, sample_rate, keys)[0]
+
+
+def inspect(
+    samples: np.ndarray, sample_rate: int, keys: Sequence[WatermarkKey]
+) -> tuple[Detection, np.ndarray | None]:
+    """``detect`` plus the payload bits of the first decode attempt (for benchmarks only:
+    unverified bits must never be reported as a record id)."""
     keys = list(keys)
     power = an.power(an.to_internal(samples, sample_rate))
     views = _Views(power)
     attempts = 0
+    first_bits = None
     for key in keys:
-        hit, used = _search(views, key)
+        hit, used, bits = _search(views, key)
         attempts += used
+        first_bits = bits if first_bits is None else first_bits
         if hit is not None:
-            return _report(hit, key, attempts)
-    return Detection(found=False, p_false=_p_false(attempts))
+            return _report(hit, key, attempts), hit[2]
+    return Detection(found=False, p_false=_p_false(attempts)), first_bits
 
 
 def _p_false(attempts: int) -> float:
@@ -148,31 +158,34 @@ class _Views:
         return self._cache[(mode, scale)]
 
 
-def _search(views: _Views, key: WatermarkKey) -> tuple[tuple[_Candidate, int, np.ndarray] | None, int]:
-    """Find and verify a mark of ``key``; returns (hit, decode attempts made)."""
+def _search(
+    views: _Views, key: WatermarkKey
+) -> tuple[tuple[_Candidate, int, np.ndarray] | None, int, np.ndarray | None]:
+    """Find and verify a mark of ``key``: (hit, decode attempts made, first decoded bits)."""
     pattern = pattern_for(key)
     attempts = 0
+    firsts: list[np.ndarray] = []
     tried: list[_Candidate] = []
     candidates: list[_Candidate] = []
     for i, (mode, scale) in enumerate(views.plan):
         view = views.get(mode, scale)
         if view is None:
-            return None, attempts
+            break
         candidates.extend(_sync(view, pattern))
         if i == 0 and candidates:  # the common case: no speed change; try it at once
             first = max(candidates, key=lambda c: c.z)
             if first.z >= EARLY_EXIT_Z:
-                hit, used = _decode_candidate(first, pattern, key)
+                hit, used = _decode_candidate(first, pattern, key, firsts)
                 attempts += used
                 tried.append(first)
                 if hit is not None:
-                    return hit, attempts
+                    return hit, attempts, firsts[0]
     for cand in _distinct(sorted(candidates, key=lambda c: -c.z), tried)[:CANDIDATES]:
-        hit, used = _decode_candidate(cand, pattern, key)
+        hit, used = _decode_candidate(cand, pattern, key, firsts)
         attempts += used
         if hit is not None:
-            return hit, attempts
-    return None, attempts
+            return hit, attempts, firsts[0]
+    return None, attempts, firsts[0] if firsts else None
 
 
 def _distinct(cands: list[_Candidate], tried: list[_Candidate]) -> list[_Candidate]:
@@ -187,7 +200,7 @@ def _distinct(cands: list[_Candidate], tried: list[_Candidate]) -> list[_Candida
 
 
 def _decode_candidate(
-    cand: _Candidate, pattern: Pattern, key: WatermarkKey
+    cand: _Candidate, pattern: Pattern, key: WatermarkKey, decoded: list[np.ndarray]
 ) -> tuple[tuple[_Candidate, int, np.ndarray] | None, int]:
     """Decode the whole input tracked from this alignment, then the candidate's window alone."""
     attempts = 0
@@ -197,9 +210,10 @@ def _decode_candidate(
         coded_soft = np.zeros(len(pattern.coded_index[pattern.coded_index >= 0]))
         coded_soft[pattern.coded_index[pattern.coded_index >= 0]] = soft[pattern.coded_index >= 0]
         bits = ecc.decode(coded_soft)
+        decoded.append(bits)
         record_id, ok = read_payload(key, bits)
         if ok:
-            return (cand, record_id, ecc.encode(bits)), attempts
+            return (cand, record_id, bits), attempts
     return None, attempts
 
 
@@ -309,7 +323,8 @@ def _codeword_cells(pattern: Pattern, coded: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _report(hit: tuple[_Candidate, int, np.ndarray], key: WatermarkKey, attempts: int) -> Detection:
-    cand, record_id, coded = hit
+    cand, record_id, bits = hit
+    coded = ecc.encode(bits)
     pattern = pattern_for(key)
     cells, signs = _codeword_cells(pattern, coded)
     score = float(
