@@ -73,21 +73,26 @@ def band_matrix(freq_scale: float = 1.0) -> np.ndarray:
     return overlap / freq_scale
 
 
-def stretch_frames(p: np.ndarray, time_scale: float) -> np.ndarray:
-    """Resample the frame axis: row h of the result is row ``h * time_scale`` of ``p``."""
-    if time_scale == 1.0:
+def stretch_frames(p: np.ndarray, time_scale: float, phase: float = 0.0) -> np.ndarray:
+    """Resample the frame axis: row h of the result is row ``phase + h * time_scale`` of ``p``
+    (linear interpolation; the power of 32 ms frames 4 ms apart varies smoothly)."""
+    if time_scale == 1.0 and phase == 0.0:
         return p
-    n = int(np.floor((len(p) - 1) / time_scale)) + 1
-    pos = np.arange(n) * time_scale
+    n = int(np.floor((len(p) - 1 - phase) / time_scale)) + 1
+    pos = phase + np.arange(n) * time_scale
     i = np.minimum(pos.astype(np.int64), len(p) - 2)
     f = (pos - i)[:, None]
     return p[i] * (1.0 - f) + p[i + 1] * f
 
 
 def slot_log_energy(bands: np.ndarray) -> np.ndarray:
-    """Log energy of the slot starting at each frame: rows h .. h+7 summed (frames - 7, BANDS)."""
+    """Log energy of the slot starting at each frame h (frames - 8, BANDS).
+
+    Rows h .. h+8 are summed with half weight on the two ends (a trapezoid over the slot's 32
+    ms), which makes the value vary smoothly when the input is shifted by part of a hop.
+    """
     c = np.cumsum(np.vstack([np.zeros((1, bands.shape[1])), bands]), axis=0)
-    e = c[SLOT_HOPS:] - c[:-SLOT_HOPS]
+    e = c[SLOT_HOPS:-1] - c[:-SLOT_HOPS - 1] - 0.5 * bands[:-SLOT_HOPS] + 0.5 * bands[SLOT_HOPS:]
     return np.log(np.maximum(e, 0.0) + _FLOOR)
 
 

@@ -27,6 +27,7 @@ from voxproof.watermark.payload import TAG_BITS, format_record_id, read_payload
 
 UNIT_HOPS: Final = UNIT_BLOCKS * an.BLOCK_HOPS  # 256 analysis hops = 1.024 s
 SCALES: Final = tuple(round(0.005 * k, 4) for k in range(-7, 8))  # -3.5 % .. +3.5 %
+PHASES: Final = (0.0, 0.25, 0.5, 0.75)  # sub-hop time offsets (fractions of 4 ms) searched
 WEIGHT_DB: Final = 10.0  # cell weight falls by e for every this many dB below the loud tiles
 SEARCH_WINDOW: Final = 4 * UNIT_HOPS  # sync search windows (about 4 s, half overlapping)
 LOCAL_WINDOW: Final = UNIT_HOPS  # localisation windows (about 1 s, half overlapping)
@@ -92,7 +93,8 @@ class _View:
 
     mode: str
     scale: float
-    time_scale: float  # received frame = hypothesis frame * time_scale
+    phase: float  # received frame = phase + hypothesis frame * time_scale
+    time_scale: float
     phasor: np.ndarray  # (frames, BANDS) complex: weight * exp(2 pi i value / STEP)
     weight: np.ndarray  # (frames, BANDS)
 
@@ -148,14 +150,16 @@ class _Views:
 
     def __init__(self, power: np.ndarray) -> None:
         self._power = power
-        self._cache: dict[tuple[str, float], _View | None] = {}
+        self._cache: dict[tuple[str, float, float], _View | None] = {}
         order = sorted(SCALES, key=lambda s: (abs(s), s))
-        self.plan = [("none", 0.0)] + [(m, s) for s in order if s for m in ("speed", "tempo")]
+        self.plan = [("none", 0.0, p) for p in PHASES] + [
+            (m, s, p) for s in order if s for m in ("speed", "tempo") for p in PHASES[::2]
+        ]
 
-    def get(self, mode: str, scale: float) -> _View | None:
-        if (mode, scale) not in self._cache:
-            self._cache[(mode, scale)] = _make_view(self._power, mode, scale)
-        return self._cache[(mode, scale)]
+    def get(self, mode: str, scale: float, phase: float) -> _View | None:
+        if (mode, scale, phase) not in self._cache:
+            self._cache[(mode, scale, phase)] = _make_view(self._power, mode, scale, phase)
+        return self._cache[(mode, scale, phase)]
 
 
 def _search(
@@ -167,12 +171,12 @@ def _search(
     firsts: list[np.ndarray] = []
     tried: list[_Candidate] = []
     candidates: list[_Candidate] = []
-    for i, (mode, scale) in enumerate(views.plan):
-        view = views.get(mode, scale)
+    for i, (mode, scale, phase) in enumerate(views.plan):
+        view = views.get(mode, scale, phase)
         if view is None:
             break
         candidates.extend(_sync(view, pattern))
-        if i == 0 and candidates:  # the common case: no speed change; try it at once
+        if i == len(PHASES) - 1 and candidates:  # the common case, no speed change: try it now
             first = max(candidates, key=lambda c: c.z)
             if first.z >= EARLY_EXIT_Z:
                 hit, used = _decode_candidate(first, pattern, key, firsts)
@@ -218,17 +222,17 @@ def _decode_candidate(
 
 
 # --- views, folding, correlations ------------------------------------------------------------
-def _make_view(power: np.ndarray, mode: str, scale: float) -> _View | None:
+def _make_view(power: np.ndarray, mode: str, scale: float, phase: float) -> _View | None:
     time_scale = 1.0 / (1.0 + scale)
     freq_scale = 1.0 + scale if mode == "speed" else 1.0
-    bands = an.stretch_frames(power @ an.band_matrix(freq_scale), time_scale)
+    bands = an.stretch_frames(power @ an.band_matrix(freq_scale), time_scale, phase)
     if len(bands) < UNIT_HOPS // 2:
         return None
     log_e = an.slot_log_energy(bands)
     values = an.cell_values(log_e)
     weight = _weights(log_e)
     phasor = weight * np.exp(2j * np.pi * values / STEP)
-    return _View(mode, scale, time_scale, phasor, weight)
+    return _View(mode, scale, phase, time_scale, phasor, weight)
 
 
 def _weights(log_e: np.ndarray) -> np.ndarray:
@@ -346,7 +350,7 @@ def _report(hit: tuple[_Candidate, int, np.ndarray], key: WatermarkKey, attempts
 
 
 def _seconds(view: _View, frame: float) -> float:
-    return (frame * view.time_scale * an.HOP + an.HOP / 2) / an.RATE
+    return ((view.phase + frame * view.time_scale) * an.HOP + an.HOP / 2) / an.RATE
 
 
 def _localise(view: _View, pattern: Pattern, coded: np.ndarray) -> list[tuple[float, float, float, bool]]:

@@ -21,7 +21,7 @@ from voxproof.watermark.keys import WatermarkKey
 from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern, pattern_for
 from voxproof.watermark.payload import payload_bits
 
-STEP: Final = 0.40  # quantiser step of a cell value (natural log of energy)
+STEP: Final = 0.39  # quantiser step of a cell value (natural log of energy)
 ALPHA: Final = 0.70  # distortion compensation: fraction of the way to the lattice point
 ROUNDS: Final = 4  # embed / re-measure rounds
 GATE_DB: Final = 40.0  # a slot is speech if within this many dB of the loudest slots
