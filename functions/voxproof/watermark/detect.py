@@ -364,9 +364,9 @@ def _localise(view: _View, pattern: Pattern, coded: np.ndarray) -> list[tuple[fl
         z = _correlate(_fold(view.phasor, start, stop), pattern, cells, signs, _ALL_OFFSETS)
         speech = float(view.weight[start:stop].sum()) >= SPEECH_WEIGHT
         centre = (start + stop) / 2
-        out.append((_seconds(view, max(start, centre - step / 2)),
-                    _seconds(view, min(stop + an.BLOCK_HOPS, centre + step / 2)),
-                    float(z.max()), speech))
+        begin = 0 if start == 0 else centre - step / 2
+        end = n + an.BLOCK_HOPS if stop >= n else centre + step / 2
+        out.append((_seconds(view, begin), _seconds(view, end), float(z.max()), speech))
     return out
 
 
