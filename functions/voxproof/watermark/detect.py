@@ -31,7 +31,7 @@ PHASES: Final = (0.0, 0.25, 0.5, 0.75)  # sub-hop time offsets (fractions of 4 m
 WEIGHT_DB: Final = 10.0  # cell weight falls by e for every this many dB below the loud tiles
 SEARCH_WINDOW: Final = 4 * UNIT_HOPS  # sync search windows (about 4 s, half overlapping)
 LOCAL_WINDOW: Final = UNIT_HOPS  # localisation windows (about 1 s, half overlapping)
-CANDIDATES: Final = 3  # alignments decoded per key (best pilot correlations)
+CANDIDATES: Final = 5  # alignments decoded per key (best sync correlations)
 MAX_ATTEMPTS: Final = 2 * (CANDIDATES + 1)  # decode attempts per key: the false-positive budget
 EARLY_EXIT_Z: Final = 8.0  # sync this strong without a speed change: decode before searching
 TRACK: Final = 24  # frames a search window may drift from the candidate's alignment
@@ -97,6 +97,7 @@ class _View:
     time_scale: float
     phasor: np.ndarray  # (frames, BANDS) complex: weight * exp(2 pi i value / STEP)
     weight: np.ndarray  # (frames, BANDS)
+    square: np.ndarray  # (frames, BANDS): phasor ** 2 / weight (second harmonic, blind sync)
 
 
 @dataclass
@@ -231,8 +232,8 @@ def _make_view(power: np.ndarray, mode: str, scale: float, phase: float) -> _Vie
     log_e = an.slot_log_energy(bands)
     values = an.cell_values(log_e)
     weight = _weights(log_e)
-    phasor = weight * np.exp(2j * np.pi * values / STEP)
-    return _View(mode, scale, phase, time_scale, phasor, weight)
+    unit = np.exp(2j * np.pi * values / STEP)
+    return _View(mode, scale, phase, time_scale, weight * unit, weight, weight * unit**2)
 
 
 def _weights(log_e: np.ndarray) -> np.ndarray:
@@ -262,14 +263,27 @@ def _rows(offsets: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     return (offsets[:, None] + an.BLOCK_HOPS * blocks[None, :]) % UNIT_HOPS
 
 
+def _correlate_parts(folded: np.ndarray, pattern: Pattern, cells: np.ndarray,
+                     signs: np.ndarray, offsets: np.ndarray, harmonic: int = 1
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Correlation of ``cells`` with their expected ``signs`` at each offset, and its null
+    variance: with the key's dithers uniform and independent, each cell's term is
+    ``|folded| cos(uniform)``, whose variance is ``|folded|^2 / 2``."""
+    vals = folded[_rows(offsets, pattern.block[cells]), pattern.band[cells]]
+    rot = np.exp(-2j * np.pi * harmonic * pattern.dither[cells]) * signs
+    t = (vals * rot).real.sum(axis=1)
+    n2 = (vals.real**2 + vals.imag**2).sum(axis=1) / 2
+    return t, n2
+
+
+def _z(t: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    return np.where(n2 > 0, t / np.sqrt(np.maximum(n2, 1e-300)), 0.0)
+
+
 def _correlate(folded: np.ndarray, pattern: Pattern, cells: np.ndarray, signs: np.ndarray,
                offsets: np.ndarray) -> np.ndarray:
     """z of the correlation of ``cells`` with their expected ``signs`` at each offset."""
-    vals = folded[_rows(offsets, pattern.block[cells]), pattern.band[cells]]
-    rot = np.exp(-2j * np.pi * pattern.dither[cells]) * signs
-    t = (vals * rot).real.sum(axis=1)
-    n2 = (vals.real**2 + vals.imag**2).sum(axis=1) / 2
-    return np.where(n2 > 0, t / np.sqrt(np.maximum(n2, 1e-300)), 0.0)
+    return _z(*_correlate_parts(folded, pattern, cells, signs, offsets))
 
 
 def _pilot_cells(pattern: Pattern) -> tuple[np.ndarray, np.ndarray]:
@@ -281,16 +295,23 @@ _ALL_OFFSETS: Final = np.arange(UNIT_HOPS)
 
 
 def _sync(view: _View, pattern: Pattern) -> list[_Candidate]:
-    """The best alignment of each search window under this view."""
+    """The best alignments of each search window under this view: one by the pilots alone,
+    one by pilots plus the blind second-harmonic statistic of all payload cells (near its
+    lattice, a cell's value makes cos(2 theta) large whatever bit it carries)."""
     cells, signs = _pilot_cells(pattern)
+    blind = np.flatnonzero(~pattern.is_pilot)
     n = len(view.phasor)
     out = []
     step = SEARCH_WINDOW // 2
     for start in range(0, max(1, n - step), step):
         stop = min(n, start + SEARCH_WINDOW)
-        z = _correlate(_fold(view.phasor, start, stop), pattern, cells, signs, _ALL_OFFSETS)
-        best = int(np.argmax(z))
-        out.append(_Candidate(view, start, stop, best, float(z[best])))
+        t, n2 = _correlate_parts(_fold(view.phasor, start, stop), pattern, cells, signs,
+                                 _ALL_OFFSETS)
+        tb, nb2 = _correlate_parts(_fold(view.square, start, stop), pattern, blind,
+                                   np.ones(len(blind)), _ALL_OFFSETS, harmonic=2)
+        for z in (_z(t, n2), _z(t + tb, n2 + nb2)):
+            best = int(np.argmax(z))
+            out.append(_Candidate(view, start, stop, best, float(z[best])))
     return out
 
 
