@@ -11,6 +11,8 @@ from math import gcd
 from typing import Final
 
 import numpy as np
+import scipy.fft
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import resample_poly
 
 from voxproof.watermark.pattern import BANDS
@@ -59,18 +61,24 @@ def power(x8: np.ndarray) -> np.ndarray:
     lead = FRAME // 2 - HOP // 2
     padded = np.zeros(lead + HOP * n + FRAME)
     padded[lead : lead + len(x8)] = x8
-    idx = HOP * np.arange(n)[:, None] + np.arange(FRAME)[None, :]
-    spec = np.fft.rfft(padded[idx] * _WINDOW, axis=1)
+    frames = sliding_window_view(padded, FRAME)[: HOP * n : HOP] * _WINDOW
+    spec = scipy.fft.rfft(frames, axis=1)
     return spec.real**2 + spec.imag**2
 
 
-def band_matrix(freq_scale: float = 1.0) -> np.ndarray:
-    """(129, BANDS) weights: how much of each FFT bin falls in each (stretched) band."""
-    lo = (FIRST_BIN + BAND_BINS * np.arange(BANDS) - 0.5) * freq_scale
-    hi = lo + BAND_BINS * freq_scale
-    k = np.arange(FRAME // 2 + 1)[:, None]
-    overlap = np.clip(np.minimum(k + 0.5, hi) - np.maximum(k - 0.5, lo), 0.0, None)
-    return overlap / freq_scale
+def band_energy(power_: np.ndarray, freq_scale: float = 1.0) -> np.ndarray:
+    """(frames, BANDS) energy per band, the band edges stretched by ``freq_scale``.
+
+    Each bin's power is spread evenly over its width, so an edge may cut a bin: band energy is
+    the difference of the interpolated running sum at the two edges.
+    """
+    edges = (FIRST_BIN - 0.5 + BAND_BINS * np.arange(BANDS + 1)) * freq_scale + 0.5
+    whole = np.floor(edges).astype(np.int64)
+    frac = edges - whole
+    running = np.cumsum(power_[:, : whole[-1] + 1], axis=1)
+    below = np.where(whole > 0, running[:, np.maximum(whole - 1, 0)], 0.0)
+    at_edge = below + frac * power_[:, whole]
+    return np.diff(at_edge, axis=1) / freq_scale
 
 
 def stretch_frames(p: np.ndarray, time_scale: float, phase: float = 0.0) -> np.ndarray:

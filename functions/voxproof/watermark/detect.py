@@ -11,12 +11,12 @@ give the marked / unmarked time ranges.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
+from scipy.signal import resample_poly
 
 from voxproof.watermark import analysis as an
 from voxproof.watermark import ecc
@@ -28,6 +28,7 @@ from voxproof.watermark.payload import TAG_BITS, format_record_id, read_payload
 UNIT_HOPS: Final = UNIT_BLOCKS * an.BLOCK_HOPS  # 256 analysis hops = 1.024 s
 SCALES: Final = tuple(round(0.005 * k, 4) for k in range(-7, 8))  # -3.5 % .. +3.5 %
 PHASES: Final = (0.0, 0.25, 0.5, 0.75)  # sub-hop time offsets (fractions of 4 ms) searched
+MODES: Final = ("speed",)  # "tempo" (time axis only) is supported but off: see the docstring
 WEIGHT_DB: Final = 10.0  # cell weight falls by e for every this many dB below the loud tiles
 SEARCH_WINDOW: Final = 4 * UNIT_HOPS  # sync search windows (about 4 s, half overlapping)
 LOCAL_WINDOW: Final = UNIT_HOPS  # localisation windows (about 1 s, half overlapping)
@@ -127,8 +128,7 @@ def inspect(
     """``detect`` plus the payload bits of the first decode attempt (for benchmarks only:
     unverified bits must never be reported as a record id)."""
     keys = list(keys)
-    power = an.power(an.to_internal(samples, sample_rate))
-    views = _Views(power)
+    views = _Views(an.to_internal(samples, sample_rate))
     attempts = 0
     first_bits = None
     for key in keys:
@@ -147,20 +147,42 @@ def _p_false(attempts: int) -> float:
 
 # --- the search -----------------------------------------------------------------------------
 class _Views:
-    """Scale hypotheses in search order (no change first), computed on first use."""
+    """Scale hypotheses in search order (no change first), computed on first use.
 
-    def __init__(self, power: np.ndarray) -> None:
-        self._power = power
+    A speed change (resampling: time and pitch) is undone exactly by resampling the 8 kHz
+    signal back; a tempo change (time only) by interpolating the frame axis of the spectrogram.
+    """
+
+    def __init__(self, x8: np.ndarray) -> None:
+        self._x8 = x8
+        self._power = an.power(x8)
         self._cache: dict[tuple[str, float, float], _View | None] = {}
+        self._resampled: dict[float, np.ndarray] = {}
         order = sorted(SCALES, key=lambda s: (abs(s), s))
         self.plan = [("none", 0.0, p) for p in PHASES] + [
-            (m, s, p) for s in order if s for m in ("speed", "tempo") for p in PHASES[::2]
+            (m, s, p) for s in order if s for m in MODES for p in PHASES[::2]
         ]
 
     def get(self, mode: str, scale: float, phase: float) -> _View | None:
         if (mode, scale, phase) not in self._cache:
-            self._cache[(mode, scale, phase)] = _make_view(self._power, mode, scale, phase)
+            if mode == "speed":
+                view = _make_view(self._speed_power(scale), 1.0, phase)
+            else:
+                view = _make_view(self._power, 1.0 / (1.0 + scale), phase)
+            if view is not None:  # label it; times map back to the received audio
+                view.mode, view.scale, view.time_scale = mode, scale, 1.0 / (1.0 + scale)
+            self._cache[(mode, scale, phase)] = view
         return self._cache[(mode, scale, phase)]
+
+
+    def _speed_power(self, scale: float) -> np.ndarray:
+        if scale not in self._resampled:
+            up = round(_SPEED_DENOMINATOR * (1.0 + scale))
+            self._resampled[scale] = an.power(resample_poly(self._x8, up, _SPEED_DENOMINATOR))
+        return self._resampled[scale]
+
+
+_SPEED_DENOMINATOR: Final = 200
 
 
 def _search(
@@ -223,17 +245,18 @@ def _decode_candidate(
 
 
 # --- views, folding, correlations ------------------------------------------------------------
-def _make_view(power: np.ndarray, mode: str, scale: float, phase: float) -> _View | None:
-    time_scale = 1.0 / (1.0 + scale)
-    freq_scale = 1.0 + scale if mode == "speed" else 1.0
-    bands = an.stretch_frames(power @ an.band_matrix(freq_scale), time_scale, phase)
+def _make_view(power: np.ndarray, time_scale: float, phase: float) -> _View | None:
+    """Cell phasors of ``power`` read at frames ``phase + h * time_scale``."""
+    bands = an.stretch_frames(an.band_energy(power), time_scale, phase)
     if len(bands) < UNIT_HOPS // 2:
         return None
     log_e = an.slot_log_energy(bands)
     values = an.cell_values(log_e)
     weight = _weights(log_e)
-    unit = np.exp(2j * np.pi * values / STEP)
-    return _View(mode, scale, phase, time_scale, weight * unit, weight, weight * unit**2)
+    angle = values * (2 * np.pi / STEP)
+    unit = np.empty(angle.shape, dtype=complex)
+    unit.real, unit.imag = np.cos(angle), np.sin(angle)
+    return _View("none", 0.0, phase, time_scale, weight * unit, weight, weight * unit * unit)
 
 
 def _weights(log_e: np.ndarray) -> np.ndarray:
@@ -264,34 +287,45 @@ def _rows(offsets: np.ndarray, blocks: np.ndarray) -> np.ndarray:
 
 
 def _correlate_parts(folded: np.ndarray, pattern: Pattern, cells: np.ndarray,
-                     signs: np.ndarray, offsets: np.ndarray, harmonic: int = 1
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Correlation of ``cells`` with their expected ``signs`` at each offset, and its null
-    variance: with the key's dithers uniform and independent, each cell's term is
-    ``|folded| cos(uniform)``, whose variance is ``|folded|^2 / 2``."""
-    vals = folded[_rows(offsets, pattern.block[cells]), pattern.band[cells]]
-    rot = np.exp(-2j * np.pi * harmonic * pattern.dither[cells]) * signs
-    t = (vals * rot).real.sum(axis=1)
-    n2 = (vals.real**2 + vals.imag**2).sum(axis=1) / 2
-    return t, n2
+                     signs: np.ndarray, harmonic: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Correlation of ``cells`` with their expected ``signs`` at every alignment (UNIT_HOPS
+    values), and its null variance: with the key's dithers uniform and independent, each
+    cell's term is ``|folded| cos(uniform)``, whose variance is ``|folded|^2 / 2``.
+
+    A cell of block u read at alignment h0 = 16 a + r is ``folded[16 (a + u) + r]``: a circular
+    correlation over the 16 blocks, done with FFTs of length 16.
+    """
+    weights = np.zeros((UNIT_BLOCKS, BANDS), dtype=complex)
+    weights[pattern.block[cells], pattern.band[cells]] = (
+        np.exp(-2j * np.pi * harmonic * pattern.dither[cells]) * signs
+    )
+    chosen = np.zeros((UNIT_BLOCKS, BANDS))
+    chosen[pattern.block[cells], pattern.band[cells]] = 0.5
+    grid = folded.reshape(UNIT_BLOCKS, an.BLOCK_HOPS, BANDS)
+    t = _circular(weights, np.fft.fft(grid, axis=0)).real
+    n2 = _circular(chosen, np.fft.fft(grid.real**2 + grid.imag**2, axis=0)).real
+    return t.reshape(-1), n2.reshape(-1)
+
+
+def _circular(weights: np.ndarray, spectrum: np.ndarray) -> np.ndarray:
+    """sum_u sum_b weights[u, b] * x[(u + a) % 16, r, b] for all (a, r), given fft(x)."""
+    kernel = np.conj(np.fft.fft(np.conj(weights), axis=0))  # (16, BANDS)
+    return np.fft.ifft(np.einsum("kb,krb->kr", kernel, spectrum), axis=0)
 
 
 def _z(t: np.ndarray, n2: np.ndarray) -> np.ndarray:
     return np.where(n2 > 0, t / np.sqrt(np.maximum(n2, 1e-300)), 0.0)
 
 
-def _correlate(folded: np.ndarray, pattern: Pattern, cells: np.ndarray, signs: np.ndarray,
-               offsets: np.ndarray) -> np.ndarray:
-    """z of the correlation of ``cells`` with their expected ``signs`` at each offset."""
-    return _z(*_correlate_parts(folded, pattern, cells, signs, offsets))
+def _correlate(folded: np.ndarray, pattern: Pattern, cells: np.ndarray, signs: np.ndarray
+               ) -> np.ndarray:
+    """z of the correlation of ``cells`` with their expected ``signs`` at every alignment."""
+    return _z(*_correlate_parts(folded, pattern, cells, signs))
 
 
 def _pilot_cells(pattern: Pattern) -> tuple[np.ndarray, np.ndarray]:
     cells = np.flatnonzero(pattern.is_pilot)
     return cells, 1.0 - 2.0 * pattern.pilot_bits[pattern.position[cells]]
-
-
-_ALL_OFFSETS: Final = np.arange(UNIT_HOPS)
 
 
 def _sync(view: _View, pattern: Pattern) -> list[_Candidate]:
@@ -305,10 +339,9 @@ def _sync(view: _View, pattern: Pattern) -> list[_Candidate]:
     step = SEARCH_WINDOW // 2
     for start in range(0, max(1, n - step), step):
         stop = min(n, start + SEARCH_WINDOW)
-        t, n2 = _correlate_parts(_fold(view.phasor, start, stop), pattern, cells, signs,
-                                 _ALL_OFFSETS)
+        t, n2 = _correlate_parts(_fold(view.phasor, start, stop), pattern, cells, signs)
         tb, nb2 = _correlate_parts(_fold(view.square, start, stop), pattern, blind,
-                                   np.ones(len(blind)), _ALL_OFFSETS, harmonic=2)
+                                   np.ones(len(blind)), harmonic=2)
         for z in (_z(t, n2), _z(t + tb, n2 + nb2)):
             best = int(np.argmax(z))
             out.append(_Candidate(view, start, stop, best, float(z[best])))
@@ -337,7 +370,7 @@ def _tracked_fold(cand: _Candidate, pattern: Pattern) -> np.ndarray:
     for start in range(0, n, step):
         stop = min(n, start + step)
         folded = _fold(view.phasor, max(0, start - step // 2), min(n, stop + step // 2))
-        shift = int(near[np.argmax(_correlate(folded, pattern, cells, signs, near))])
+        shift = int(near[np.argmax(_correlate(folded, pattern, cells, signs)[near])])
         total += np.roll(_fold(view.phasor, start, stop), cand.offset - shift, axis=0)
     return total
 
@@ -353,7 +386,7 @@ def _report(hit: tuple[_Candidate, int, np.ndarray], key: WatermarkKey, attempts
     pattern = pattern_for(key)
     cells, signs = _codeword_cells(pattern, coded)
     score = float(
-        _correlate(_tracked_fold(cand, pattern), pattern, cells, signs, np.array([cand.offset]))[0]
+        _correlate(_tracked_fold(cand, pattern), pattern, cells, signs)[cand.offset]
     )
     windows = _localise(cand.view, pattern, coded)
     return Detection(
@@ -382,7 +415,7 @@ def _localise(view: _View, pattern: Pattern, coded: np.ndarray) -> list[tuple[fl
     out = []
     for start in range(0, max(1, n - step), step):
         stop = min(n, start + LOCAL_WINDOW)
-        z = _correlate(_fold(view.phasor, start, stop), pattern, cells, signs, _ALL_OFFSETS)
+        z = _correlate(_fold(view.phasor, start, stop), pattern, cells, signs)
         speech = float(view.weight[start:stop].sum()) >= SPEECH_WEIGHT
         centre = (start + stop) / 2
         begin = 0 if start == 0 else centre - step / 2

@@ -24,6 +24,8 @@ from voxproof.watermark.payload import payload_bits
 STEP: Final = 0.39  # quantiser step of a cell value (natural log of energy)
 ALPHA: Final = 0.70  # distortion compensation: fraction of the way to the lattice point
 ROUNDS: Final = 4  # embed / re-measure rounds
+MAX_GAIN: Final = 1.0  # largest change of a tile's log energy (about 4.3 dB)
+MIN_SNR_DB: Final = 30.5  # the mark is scaled down if it would come closer to the host
 GATE_DB: Final = 40.0  # a slot is speech if within this many dB of the loudest slots
 FLOOR_POWER: Final = 1e-8  # ... and above this mean in-band power (about -80 dBFS)
 _EHOP: Final = 64  # embedding STFT hop (75 % overlap)
@@ -73,11 +75,20 @@ def _residual(x8: np.ndarray, pattern: Pattern, coded: np.ndarray) -> np.ndarray
         err = np.where(active[:, None], targets - _cell_values(tiles, n_blocks), 0.0)
         gains[0 : 2 * n_blocks : 2] += err / 2
         gains[1 : 2 * n_blocks : 2] -= err / 2
-    return _istft(spec * (_cell_gains(gains, spec.shape[0]) - 1.0), len(x8))
+        np.clip(gains, -MAX_GAIN, MAX_GAIN, out=gains)
+    residual = _istft(spec * (_cell_gains(gains, spec.shape[0]) - 1.0), len(x8))
+    return residual * _snr_guard(x8, residual)
+
+
+def _snr_guard(x8: np.ndarray, residual: np.ndarray) -> float:
+    """Scale factor (<= 1) that keeps the mark MIN_SNR_DB below the host (8 kHz band)."""
+    noise = float(np.sum(residual**2))
+    allowed = float(np.sum(x8**2)) * 10 ** (-MIN_SNR_DB / 10)
+    return 1.0 if noise <= allowed else float(np.sqrt(allowed / noise))
 
 
 def _tile_log_energy(x8: np.ndarray, n_slots: int) -> np.ndarray:
-    bands = an.power(x8) @ an.band_matrix()
+    bands = an.band_energy(an.power(x8))
     return an.slot_log_energy(bands)[0 : an.SLOT_HOPS * n_slots : an.SLOT_HOPS]
 
 
