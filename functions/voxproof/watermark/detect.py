@@ -2,7 +2,7 @@
 
 For every hypothesis (tempo or speed change by s, s on a grid within +-3.5 %) the received
 spectrogram is warped back (frame axis and/or band edges), every cell value v is turned into a
-weighted phasor ``w * exp(2 pi i v / STEP)`` and the phasors are folded modulo the unit length
+weighted phasor ``w * exp(2 pi i v / step)`` and the phasors are folded modulo the unit length
 (soft combining of repeats). A key's dithers and pilot bits then give, for each of the 256
 possible unit alignments, a pilot correlation z; the best alignments are decoded (soft Viterbi)
 and accepted only if the keyed tag verifies. Per-window correlations with the decoded codeword
@@ -20,7 +20,7 @@ from scipy.signal import resample_poly
 
 from voxproof.watermark import analysis as an
 from voxproof.watermark import ecc
-from voxproof.watermark.embed import FLOOR_POWER, GATE_DB, STEP, _SLOT_ENERGY_PER_POWER
+from voxproof.watermark.embed import BAND_STEPS, FLOOR_POWER, GATE_DB, _SLOT_ENERGY_PER_POWER
 from voxproof.watermark.keys import WatermarkKey
 from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern, pattern_for
 from voxproof.watermark.payload import TAG_BITS, format_record_id, read_payload
@@ -96,7 +96,7 @@ class _View:
     scale: float
     phase: float  # received frame = phase + hypothesis frame * time_scale
     time_scale: float
-    phasor: np.ndarray  # (frames, BANDS) complex: weight * exp(2 pi i value / STEP)
+    phasor: np.ndarray  # (frames, BANDS) complex: weight * exp(2 pi i value / step)
     weight: np.ndarray  # (frames, BANDS)
     square: np.ndarray  # (frames, BANDS): phasor ** 2 / weight (second harmonic, blind sync)
 
@@ -253,7 +253,7 @@ def _make_view(power: np.ndarray, time_scale: float, phase: float) -> _View | No
     log_e = an.slot_log_energy(bands)
     values = an.cell_values(log_e)
     weight = _weights(log_e)
-    angle = values * (2 * np.pi / STEP)
+    angle = values * (2 * np.pi / BAND_STEPS)
     unit = np.empty(angle.shape, dtype=complex)
     unit.real, unit.imag = np.cos(angle), np.sin(angle)
     return _View("none", 0.0, phase, time_scale, weight * unit, weight, weight * unit * unit)

@@ -21,7 +21,10 @@ from voxproof.watermark.keys import WatermarkKey
 from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern, pattern_for
 from voxproof.watermark.payload import payload_bits
 
-STEP: Final = 0.39  # quantiser step of a cell value (natural log of energy)
+STEP: Final = 0.39  # quantiser step of a cell value in the lowest band (natural log of energy)
+#: Quantiser step per band (one value for all; an array so that bands could differ: steps
+#: rising with frequency were measured and did not help, see the module docstring).
+BAND_STEPS: Final = np.full(BANDS, STEP)
 ALPHA: Final = 0.70  # distortion compensation: fraction of the way to the lattice point
 ROUNDS: Final = 4  # embed / re-measure rounds
 MAX_GAIN: Final = 1.0  # largest change of a tile's log energy (about 4.3 dB)
@@ -112,8 +115,8 @@ def _targets(host: np.ndarray, pattern: Pattern, coded: np.ndarray, n_blocks: in
     values = _cell_values(host, n_blocks)
     cell = (np.arange(n_blocks) % UNIT_BLOCKS)[:, None] * BANDS + np.arange(BANDS)[None, :]
     bits = pattern.cell_bits(coded)[cell]
-    offset = (pattern.dither[cell] + 0.5 * bits) * STEP
-    nearest = offset + STEP * np.round((values - offset) / STEP)
+    offset = (pattern.dither[cell] + 0.5 * bits) * BAND_STEPS
+    nearest = offset + BAND_STEPS * np.round((values - offset) / BAND_STEPS)
     return values + ALPHA * (nearest - values)
 
 
