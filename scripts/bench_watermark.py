@@ -18,24 +18,23 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # one core: set before numpy loads
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import zipfile  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-from scipy.signal import resample_poly  # noqa: E402
-
-from voxproof.watermark import WatermarkKey, embed  # noqa: E402
-from voxproof.watermark.detect import inspect  # noqa: E402
-from voxproof.watermark.payload import payload_bits  # noqa: E402
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+from voxproof.watermark import WatermarkKey, embed
+from voxproof.watermark.detect import inspect
+from voxproof.watermark.payload import payload_bits
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ROOT / "scripts" / "watermark_corpus.txt"
@@ -206,8 +205,9 @@ def bench_clip(args: tuple[Path, int, list[str]]) -> dict:
 
 # --- the table --------------------------------------------------------------------------------
 def summarise(results: list[dict], attacks: list[str]) -> str:
-    lines = [f"{'attack':<14}{'n':>4}{'exact %':>9}{'bit acc %':>11}{'detect %':>10}"
-             f"{'FP':>5}{'target %':>10}{'met':>5}{'det RTF':>9}"]
+    header = (f"{'attack':<14}{'n':>4}{'exact %':>9}{'bit acc %':>11}{'detect %':>10}"
+              f"{'FP':>5}{'target %':>10}{'met':>5}{'det RTF':>9}")
+    lines = [header]
     all_exact = []
     for name in attacks:
         rows = [r["attacks"][name] for r in results if name in r["attacks"]]
@@ -217,28 +217,29 @@ def summarise(results: list[dict], attacks: list[str]) -> str:
         all_exact.append(exact)
         target = TARGETS.get(name, 99.0)
         rtf = sum(r["detect_cpu"] for r in rows) / sum(r["seconds"] for r in rows)
-        lines.append(
-            f"{name:<14}{len(rows):>4}{exact:>9.1f}{100 * np.mean([r['bit_acc'] for r in rows]):>11.1f}"
-            f"{100 * np.mean([r['found'] for r in rows]):>10.1f}"
-            f"{sum(r['false_positive'] for r in rows):>5}{target:>10.0f}"
-            f"{'yes' if exact >= target else 'NO':>5}{rtf:>9.4f}"
-        )
+        bit_acc = 100 * np.mean([r["bit_acc"] for r in rows])
+        found = 100 * np.mean([r["found"] for r in rows])
+        fps = sum(r["false_positive"] for r in rows)
+        met = "yes" if exact >= target else "NO"
+        lines.append(f"{name:<14}{len(rows):>4}{exact:>9.1f}{bit_acc:>11.1f}{found:>10.1f}"
+                     f"{fps:>5}{target:>10.0f}{met:>5}{rtf:>9.4f}")
     seconds = sum(r["seconds"] for r in results)
     embed_rtf = sum(r["embed_cpu"] for r in results) / seconds
     det_rows = [v for r in results for v in r["attacks"].values()]
-    detect_rtf = sum(v["detect_cpu"] for v in det_rows) / max(1e-9, sum(v["seconds"] for v in det_rows))
+    detect_rtf = sum(v["detect_cpu"] for v in det_rows) / max(
+        1e-9, sum(v["seconds"] for v in det_rows))
+    snrs = [r["snr"] for r in results]
+    pesqs = [r["pesq"] for r in results]
+    fps = sum(v["false_positive"] for v in det_rows)
     lines += [
         "",
-        f"clips {len(results)}, {seconds:.1f} s of speech; mean exact recovery over attacks "
-        f"{np.mean(all_exact):.1f} %",
-        f"false positives on unmarked attacked clips: "
-        f"{sum(v['false_positive'] for v in det_rows)} of {len(det_rows)}",
-        f"SNR marked vs original: mean {np.mean([r['snr'] for r in results]):.2f} dB, "
-        f"min {np.min([r['snr'] for r in results]):.2f} dB",
-        f"PESQ-WB (16 kHz): mean {np.mean([r['pesq'] for r in results]):.3f}, "
-        f"min {np.min([r['pesq'] for r in results]):.3f}",
+        f"clips {len(results)}, {seconds:.1f} s of speech; "
+        + f"mean exact recovery over attacks {np.mean(all_exact):.1f} %",
+        f"false positives on unmarked attacked clips: {fps} of {len(det_rows)}",
+        f"SNR marked vs original: mean {np.mean(snrs):.2f} dB, min {np.min(snrs):.2f} dB",
+        f"PESQ-WB (16 kHz): mean {np.mean(pesqs):.3f}, min {np.min(pesqs):.3f}",
         f"embed RTF {embed_rtf:.4f}; detect RTF {detect_rtf:.4f} (all attacks, marked clips); "
-        "one thread, process CPU time",
+        + "one thread, process CPU time",
     ]
     return "\n".join(lines)
 

@@ -1,8 +1,94 @@
-"""voxproof's keyed audio watermark (docstring completed below)."""
+"""voxproof's keyed, authenticated audio watermark (numpy/scipy; ours, from published methods).
+
+Public surface::
+
+    key = WatermarkKey.generate()                       # or from_hex / read_key_file
+    marked = embed(samples, sample_rate, key, record_id)  # float32 (n,) or (n, ch), any 8-48 kHz
+    found = detect(marked, sample_rate, [key, old_key])   # -> Detection (.to_dict() for JSON)
+
+Algorithm
+---------
+*Internal domain.* Everything happens on an 8 kHz mono version of the input (``resample_poly``);
+the mark is computed there as a residual (marked - host), brought back to the caller's rate and
+added to every channel. So any rate from 8 to 48 kHz works, and the mark lives in 125-3625 Hz,
+the band that 8 kHz resampling, a 4 kHz low-pass and speech codecs keep.
+
+*Features.* A 256-point (32 ms) Hann STFT every 4 ms gives tile energies: a tile is one 125 Hz
+band (4 bins; 28 bands) times one 32 ms slot. A *cell* is the pair of tiles in one band and in
+the two slots of a 64 ms block; its value is ``log E(slot 1) - log E(slot 2)``. Fixed filters
+and volume changes add the same amount to both logs and cancel.
+
+*Modulation.* Each cell carries one bit by distortion-compensated dither modulation (DC-QIM,
+Chen & Wornell 2001; Eggers et al.'s scalar Costa scheme): the cell value is moved ``ALPHA =
+0.7`` of the way to the nearest point of the lattice ``(dither + bit / 2 + k) * STEP``, STEP =
+0.39 (natural log of energy), the dither being a per-cell key-derived fraction. This informed
+embedding cancels the host's interference, which is what lets 64 bits fit in about a second;
+additive spread spectrum would need tens of seconds (audiowmark's 128-bit block needs ~52 s).
+The embedder applies per-tile gains on a 75 %-overlap STFT and re-measures four times so the
+values the detector will measure hit their targets; gains are clipped to +-1 neper, and the
+residual is scaled down if it would come within 30.5 dB of the host (8 kHz band).
+
+*Silence.* Only blocks whose two slots are within 40 dB of the loudest slots (99th percentile)
+and above about -80 dBFS are modified; pauses and silence get exactly nothing (the residual is
+zero 16 ms away from speech; tested).
+
+*Unit and payload.* One unit is 16 blocks (1.024 s) x 28 bands = 448 cells, repeated
+identically over the whole input (so any 1.024 s of it holds every cell once). The payload is
+64 bits: a 40-bit record id and a 24-bit tag, ``HMAC-SHA256(key, "voxproof tag" || id)[:3]``.
+It is coded by a tail-biting convolutional code (rate 1/3, K = 7, generators 133/171/165) into
+192 coded bits; with 32 key-derived pilot bits that makes 224 positions, each carried by two
+cells in key-chosen blocks and bands (keyed interleaving, time and frequency diversity).
+
+*Keys.* A 256-bit secret. Every pseudo-random choice (cell-to-position map, pilot/payload roles,
+pilot bits, dithers) comes from AES-256-CTR keystreams keyed with ``HMAC-SHA256(key, label)``;
+the public key id is ``HMAC-SHA256(key, "voxproof key id")[:8]`` in hex. Without the key the
+lattice offsets are uniformly random: the mark can neither be read nor forged.
+
+*Detection.* Scale hypotheses: none, and speed changes of -3.5 % .. +3.5 % in 0.5 % steps
+(undone exactly by resampling the 8 kHz signal back); sub-hop offsets of 0, 1, 2, 3 ms (0 and
+2 ms for speed hypotheses). For each, every cell value becomes a weighted phasor ``w exp(2 pi i
+v / STEP)`` (w: speech activity and tile loudness, falling by e per 10 dB below the loudest
+tiles), and phasors are folded modulo the unit length: soft combining of all repeats. For the
+256 possible unit alignments a pilot correlation, and the pilots plus a blind second-harmonic
+statistic of the payload cells, are computed with length-16 FFTs; the best alignments (4 s
+windows, half overlapping) are decoded (soft Viterbi on the folded soft values, once over the
+whole input with the alignment tracked +-24 frames per window, once over the window alone) and
+accepted only if the keyed tag verifies. Several keys are tried in turn; the first that
+verifies is reported. Unmarked 1.024 s windows (half overlapping) are then scored against the
+decoded codeword at their best alignment: z >= 5 is "marked"; windows without speech join
+their neighbours; adjacent equal windows merge into ``segments``.
+
+False positives
+---------------
+On audio that does not carry a mark of the key, decoded bits are independent of the key's HMAC
+tag, so one decode attempt verifies with probability 2^-24. Per key at most ``MAX_ATTEMPTS`` =
+12 attempts are made (2 for an early candidate without speed change, 2 for each of 5 more), so
+
+    P(false positive per file) <= 12 * k * 2^-24 ~= 7.2e-7 * k   (k keys tried),
+
+whatever the file's length. ``Detection.p_false`` reports ``attempts * 2^-24`` for the attempts
+actually made. Measured: 0 false positives on 2,000 unmarked clips (speech-like, noise, tones,
+chords, sweeps, music-like, clicks, near-silence; tests/test_watermark.py) and 0 of 282
+attacked unmarked corpus clips (scripts/bench_watermark.py).
+
+Measured (scripts/bench_watermark.py, 14 piper-tts utterances of 3-27 s, 154 s in all)
+--------------------------------------------------------------------------------------
+SNR 30.95 dB mean (min 30.51), PESQ-WB 4.630 mean (min 4.601); embed RTF 0.006, detect RTF
+0.027 (mean over attacked marked clips; a full search of an unmarked file is about 0.035).
+Exact record-id recovery 100 % for: none, mp3 128k/64k, resample 16k/8k, noise 30 dB, volume
+-10/+6 dB (clipping), low-pass 4 kHz, crops 10/5/3/2 s, speed +-3 %; noise 20 dB 92.9 %;
+aac 64k 78.6 %. Not met: mp3 32k 0 %, opus 32k 0 % (these codecs keep band energies only to
+~1 dB in most bands, while the mark's cell changes are ~0.1 neper; only 125-625 Hz survive) and
+tempo +-3 % via WSOLA (ffmpeg atempo) 0 %: it rebuilds the signal from overlapping fragments
+taken a few ms off the nominal time map, which scrambles 32 ms slot energies; even with
+oracle per-block re-alignment the mark is barely above chance. Tempo hypotheses (frame-axis
+interpolation) are implemented (``MODES``) but off, since they cost time and attempts for
+nothing on such input.
+"""
 
 from voxproof.watermark.detect import Detection, Segment, detect
 from voxproof.watermark.embed import embed
 from voxproof.watermark.keys import WatermarkKey
 from voxproof.watermark.payload import RECORD_ID_BITS, TAG_BITS
 
-__all__ = ["Detection", "Segment", "WatermarkKey", "detect", "embed", "RECORD_ID_BITS", "TAG_BITS"]
+__all__ = ["RECORD_ID_BITS", "TAG_BITS", "Detection", "Segment", "WatermarkKey", "detect", "embed"]

@@ -20,7 +20,7 @@ from scipy.signal import resample_poly
 
 from voxproof.watermark import analysis as an
 from voxproof.watermark import ecc
-from voxproof.watermark.embed import BAND_STEPS, FLOOR_POWER, GATE_DB, _SLOT_ENERGY_PER_POWER
+from voxproof.watermark.embed import _SLOT_ENERGY_PER_POWER, BAND_STEPS, FLOOR_POWER, GATE_DB
 from voxproof.watermark.keys import WatermarkKey
 from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern, pattern_for
 from voxproof.watermark.payload import TAG_BITS, format_record_id, read_payload

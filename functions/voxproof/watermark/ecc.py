@@ -62,7 +62,7 @@ def encode(bits: np.ndarray) -> np.ndarray:
     out = np.empty((n, RATE_INV), dtype=np.int8)
     for t, u in enumerate(bits):
         reg = (int(u) << _MEMORY) | state
-        out[t] = [bin(reg & g).count("1") & 1 for g in _GENERATORS]
+        out[t] = [(reg & g).bit_count() & 1 for g in _GENERATORS]
         state = reg >> 1
     return out.reshape(-1)
 

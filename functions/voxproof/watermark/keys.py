@@ -44,12 +44,12 @@ class WatermarkKey:
 
     # --- construction / serialisation ----------------------------------------------------
     @classmethod
-    def generate(cls) -> "WatermarkKey":
+    def generate(cls) -> WatermarkKey:
         """A new random key from the operating system's CSPRNG."""
         return cls(secrets.token_bytes(KEY_BYTES))
 
     @classmethod
-    def from_hex(cls, text: str) -> "WatermarkKey":
+    def from_hex(cls, text: str) -> WatermarkKey:
         """Parse 64 hex characters (surrounding whitespace ignored)."""
         text = text.strip()
         if len(text) != 2 * KEY_BYTES or not set(text) <= _HEX:
@@ -60,7 +60,7 @@ class WatermarkKey:
         return self._secret.hex()
 
     @classmethod
-    def read_key_file(cls, path: str | os.PathLike[str]) -> "WatermarkKey":
+    def read_key_file(cls, path: str | os.PathLike[str]) -> WatermarkKey:
         """Read a key file (one line of 64 hex characters)."""
         try:
             with open(path, "rb") as fh:
@@ -99,7 +99,7 @@ class WatermarkKey:
         """HMAC-SHA256 of ``message`` under this key."""
         return hmac.new(self._secret, message, hashlib.sha256).digest()
 
-    def stream(self, label: str) -> "KeyStream":
+    def stream(self, label: str) -> KeyStream:
         """An AES-256-CTR keystream whose key is HMAC(key, label): one per kind of choice."""
         return KeyStream(self.mac(b"voxproof stream " + label.encode()))
 

@@ -17,10 +17,10 @@ def report_text(found: Detection, name: str, duration_s: float, sample_rate: int
     assert found.record_id is not None
     speed = "none" if not found.speed else f"{100 * found.speed:+.1f} % ({found.mode})"
     lines += [
-        f"mark:    FOUND, record {format_record_id(found.record_id)}, key {found.key_id}"
-        " (authentication tag verified)",
-        f"score:   {found.score:.1f} (correlation z); false-positive probability "
-        f"<= {found.p_false:.1e}",
+        (f"mark:    FOUND, record {format_record_id(found.record_id)}, key {found.key_id}"
+         " (authentication tag verified)"),
+        (f"score:   {found.score:.1f} (correlation z); false-positive probability "
+         f"<= {found.p_false:.1e}"),
         f"speed/tempo change undone: {speed}",
         "ranges:",
     ]
