@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import lfilter, resample_poly
 from voxproof.cli import main as cli_main
-from voxproof.errors import InvalidRecordId, KeyError_
+from voxproof.errors import AudioError, InvalidRecordId, KeyError_, UnsupportedAudio
 from voxproof.watermark import RECORD_ID_BITS, TAG_BITS, WatermarkKey, detect, ecc, embed
 from voxproof.watermark.detect import MAX_ATTEMPTS
 from voxproof.watermark.embed import embed_coded
@@ -146,6 +146,30 @@ def test_forged_tag_is_refused(host: np.ndarray) -> None:
     # control: the same path with the true tag is found, so the refusal is the tag's doing
     genuine = ecc.encode(pack(RID, good))
     assert detect(embed_coded(host, 16000, KEY, genuine), 16000, [KEY]).record_id == RID
+
+
+@pytest.mark.parametrize(
+    ("samples", "rate", "error"),
+    [
+        (np.full(9000, np.nan, np.float32), 8000, AudioError),
+        (np.zeros(9000, np.float32), 4000, UnsupportedAudio),
+        (np.zeros((2, 2, 2), np.float32), 8000, AudioError),
+        (np.zeros(9000, np.int16), 8000, AudioError),
+    ],
+)
+def test_bad_audio_is_refused_clearly(samples: np.ndarray, rate: int, error: type) -> None:
+    with pytest.raises(error):
+        embed(samples, rate, KEY, RID)
+    with pytest.raises(error):
+        detect(samples, rate, [KEY])
+
+
+def test_tiny_or_silent_input_is_left_alone() -> None:
+    for n in (0, 100, 16000):
+        x = np.zeros(n, np.float32)
+        y = embed(x, 16000, KEY, RID)
+        assert y.shape == x.shape and not y.any()
+        assert not detect(y, 16000, [KEY]).found
 
 
 def test_to_dict_is_json_ready(marked: np.ndarray) -> None:

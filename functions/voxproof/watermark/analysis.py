@@ -15,9 +15,12 @@ import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import resample_poly
 
+from voxproof.errors import AudioError, UnsupportedAudio
 from voxproof.watermark.pattern import BANDS
 
 RATE: Final = 8000
+MIN_RATE: Final = 8000
+MAX_RATE: Final = 192_000
 FRAME: Final = 256
 HOP: Final = 32  # analysis hop (4 ms); frame g is centred on sample HOP * g + HOP // 2
 SLOT_HOPS: Final = 8  # one slot (32 ms) = 8 analysis hops
@@ -28,9 +31,21 @@ _WINDOW: Final = np.hanning(FRAME + 1)[:-1]
 _FLOOR: Final = 1e-12
 
 
+def check_audio(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The samples as an array, or a clear error for what the mark cannot work on."""
+    x = np.asarray(samples)
+    if x.ndim not in (1, 2) or x.dtype.kind != "f":
+        raise AudioError("audio must be float samples of shape (n,) or (n, channels)")
+    if isinstance(sample_rate, bool) or not MIN_RATE <= int(sample_rate) <= MAX_RATE:
+        raise UnsupportedAudio(f"the sample rate must be {MIN_RATE} to {MAX_RATE} Hz")
+    if not np.isfinite(x).all():
+        raise AudioError("audio contains NaN or infinite samples")
+    return x
+
+
 def to_internal(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     """Mono float64 at 8 kHz."""
-    x = np.asarray(samples, dtype=np.float64)
+    x = check_audio(samples, sample_rate).astype(np.float64)
     if x.ndim == 2:
         x = x.mean(axis=1)
     if sample_rate == RATE:

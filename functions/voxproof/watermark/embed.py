@@ -48,7 +48,7 @@ def embed_coded(
     samples: np.ndarray, sample_rate: int, key: WatermarkKey, coded: np.ndarray
 ) -> np.ndarray:
     """Embed given coded bits (192): the mechanism behind ``embed`` (tests forge with it)."""
-    samples = np.asarray(samples)
+    samples = an.check_audio(samples, sample_rate)
     x8 = an.to_internal(samples, sample_rate)
     residual8 = _residual(x8, pattern_for(key), coded)
     if not np.any(residual8):
