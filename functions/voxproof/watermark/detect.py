@@ -30,6 +30,7 @@ SCALES: Final = tuple(round(0.005 * k, 4) for k in range(-7, 8))  # -3.5 % .. +3
 PHASES: Final = (0.0, 0.25, 0.5, 0.75)  # sub-hop time offsets (fractions of 4 ms) searched
 MODES: Final = ("speed",)  # "tempo" (time axis only) is supported but off: see the docstring
 WEIGHT_DB: Final = 10.0  # cell weight falls by e for every this many dB below the loud tiles
+FLAT_WEIGHT_DB: Final = 20.0  # a second, flatter weighting tried without speed change
 SEARCH_WINDOW: Final = 4 * UNIT_HOPS  # sync search windows (about 4 s, half overlapping)
 LOCAL_WINDOW: Final = UNIT_HOPS  # localisation windows (about 1 s, half overlapping)
 CANDIDATES: Final = 5  # alignments decoded per key (best sync correlations)
@@ -159,7 +160,7 @@ class _Views:
         self._cache: dict[tuple[str, float, float], _View | None] = {}
         self._resampled: dict[float, np.ndarray] = {}
         order = sorted(SCALES, key=lambda s: (abs(s), s))
-        self.plan = [("none", 0.0, p) for p in PHASES] + [
+        self.plan = [(m, 0.0, p) for m in ("none", "flat") for p in PHASES] + [
             (m, s, p) for s in order if s for m in MODES for p in PHASES[::2]
         ]
 
@@ -167,10 +168,13 @@ class _Views:
         if (mode, scale, phase) not in self._cache:
             if mode == "speed":
                 view = _make_view(self._speed_power(scale), 1.0, phase)
+            elif mode == "flat":
+                view = _make_view(self._power, 1.0, phase, FLAT_WEIGHT_DB)
             else:
                 view = _make_view(self._power, 1.0 / (1.0 + scale), phase)
             if view is not None:  # label it; times map back to the received audio
-                view.mode, view.scale, view.time_scale = mode, scale, 1.0 / (1.0 + scale)
+                view.mode = "none" if mode == "flat" else mode
+                view.scale, view.time_scale = scale, 1.0 / (1.0 + scale)
             self._cache[(mode, scale, phase)] = view
         return self._cache[(mode, scale, phase)]
 
@@ -245,21 +249,22 @@ def _decode_candidate(
 
 
 # --- views, folding, correlations ------------------------------------------------------------
-def _make_view(power: np.ndarray, time_scale: float, phase: float) -> _View | None:
+def _make_view(power: np.ndarray, time_scale: float, phase: float,
+               weight_db: float = WEIGHT_DB) -> _View | None:
     """Cell phasors of ``power`` read at frames ``phase + h * time_scale``."""
     bands = an.stretch_frames(an.band_energy(power), time_scale, phase)
     if len(bands) < UNIT_HOPS // 2:
         return None
     log_e = an.slot_log_energy(bands)
     values = an.cell_values(log_e)
-    weight = _weights(log_e)
+    weight = _weights(log_e, weight_db)
     angle = values * (2 * np.pi / BAND_STEPS)
     unit = np.empty(angle.shape, dtype=complex)
     unit.real, unit.imag = np.cos(angle), np.sin(angle)
     return _View("none", 0.0, phase, time_scale, weight * unit, weight, weight * unit * unit)
 
 
-def _weights(log_e: np.ndarray) -> np.ndarray:
+def _weights(log_e: np.ndarray, weight_db: float) -> np.ndarray:
     """Reliability of each cell: speech slots only, louder tiles count more."""
     db = np.log(10) / 10
     level = np.log(np.exp(log_e).sum(axis=1))
@@ -269,7 +274,7 @@ def _weights(log_e: np.ndarray) -> np.ndarray:
     loud = log_e[act > 0]
     top = np.percentile(loud, 99) if len(loud) else 0.0
     weaker = np.minimum(log_e[: -an.SLOT_HOPS], log_e[an.SLOT_HOPS :])
-    tile = np.exp(-np.maximum(top - weaker, 0.0) / (WEIGHT_DB * db))
+    tile = np.exp(-np.maximum(top - weaker, 0.0) / (weight_db * db))
     return (act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :])[:, None] * tile
 
 
