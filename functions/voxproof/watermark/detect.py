@@ -159,6 +159,7 @@ class _Views:
         self._power = an.power(x8)
         self._cache: dict[tuple[str, float, float], _View | None] = {}
         self._resampled: dict[float, np.ndarray] = {}
+        self._unscaled: dict[float, tuple[np.ndarray, np.ndarray] | None] = {}
         order = sorted(SCALES, key=lambda s: (abs(s), s))
         self.plan = [(m, 0.0, p) for m in ("none", "flat") for p in PHASES] + [
             (m, s, p) for s in order if s for m in MODES for p in PHASES[::2]
@@ -168,8 +169,12 @@ class _Views:
         if (mode, scale, phase) not in self._cache:
             if mode == "speed":
                 view = _make_view(self._speed_power(scale), 1.0, phase)
-            elif mode == "flat":
-                view = _make_view(self._power, 1.0, phase, FLAT_WEIGHT_DB)
+            elif scale == 0.0:  # "none" and "flat" share the cells, not the weights
+                if phase not in self._unscaled:
+                    self._unscaled[phase] = _cell_phasors(self._power, 1.0, phase)
+                cells = self._unscaled[phase]
+                weight_db = FLAT_WEIGHT_DB if mode == "flat" else WEIGHT_DB
+                view = None if cells is None else _weighted(cells, 1.0, phase, weight_db)
             else:
                 view = _make_view(self._power, 1.0 / (1.0 + scale), phase)
             if view is not None:  # label it; times map back to the received audio
@@ -252,15 +257,27 @@ def _decode_candidate(
 def _make_view(power: np.ndarray, time_scale: float, phase: float,
                weight_db: float = WEIGHT_DB) -> _View | None:
     """Cell phasors of ``power`` read at frames ``phase + h * time_scale``."""
+    cells = _cell_phasors(power, time_scale, phase)
+    return None if cells is None else _weighted(cells, time_scale, phase, weight_db)
+
+
+def _cell_phasors(power: np.ndarray, time_scale: float, phase: float
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(tile log energies, unit phasors exp(2 pi i value / step)) or None if too short."""
     bands = an.stretch_frames(an.band_energy(power), time_scale, phase)
     if len(bands) < UNIT_HOPS // 2:
         return None
     log_e = an.slot_log_energy(bands)
-    values = an.cell_values(log_e)
-    weight = _weights(log_e, weight_db)
-    angle = values * (2 * np.pi / BAND_STEPS)
+    angle = an.cell_values(log_e) * (2 * np.pi / BAND_STEPS)
     unit = np.empty(angle.shape, dtype=complex)
     unit.real, unit.imag = np.cos(angle), np.sin(angle)
+    return log_e, unit
+
+
+def _weighted(cells: tuple[np.ndarray, np.ndarray], time_scale: float, phase: float,
+              weight_db: float) -> _View:
+    log_e, unit = cells
+    weight = _weights(log_e, weight_db)
     return _View("none", 0.0, phase, time_scale, weight * unit, weight, weight * unit * unit)
 
 
