@@ -17,6 +17,7 @@ from voxproof.errors import AudioError, InvalidRecordId, KeyError_, UnsupportedA
 from voxproof.watermark import RECORD_ID_BITS, TAG_BITS, WatermarkKey, detect, ecc, embed
 from voxproof.watermark.detect import MAX_ATTEMPTS
 from voxproof.watermark.embed import embed_coded
+from voxproof.watermark.pattern import COPIES, PILOTS, POSITIONS, pattern_for
 from voxproof.watermark.payload import pack, parse_record_id, payload_bits, read_payload, tag_of
 
 KEY = WatermarkKey.from_hex("3c" * 32)
@@ -292,6 +293,16 @@ def test_record_ids_are_40_bits_with_24_bit_tags() -> None:
     assert read_payload(OTHER, bits)[1] is False
 
 
+def test_layout_is_keyed_and_balanced() -> None:
+    a, b = pattern_for(KEY), pattern_for(OTHER)
+    assert np.bincount(a.position, minlength=POSITIONS).tolist() == [COPIES] * POSITIONS
+    assert (a.coded_index < 0).sum() == PILOTS
+    assert sorted(a.coded_index[a.coded_positions].tolist()) == list(range(POSITIONS - PILOTS))
+    assert not np.array_equal(a.position, b.position)
+    assert not np.allclose(a.dither, b.dither)
+    assert 0.0 <= a.dither.min() and a.dither.max() < 1.0
+
+
 def test_code_corrects_errors_and_erasures() -> None:
     rng = np.random.default_rng(7)
     bits = rng.integers(0, 2, 64).astype(np.int8)
@@ -323,6 +334,21 @@ def test_cli_keygen_mark_verify(tmp_path, capsys, host: np.ndarray) -> None:
     assert cli_main(["mark", str(tmp_path / "in.wav"), str(tmp_path / "x.wav"),
                      "--key-file", str(key_file), "--record-id", "xyz"]) == 2
     assert "invalid_record_id" in capsys.readouterr().err
+
+
+def test_cli_mark_keeps_a_lossy_format_and_the_mark_survives_it(tmp_path, capsys) -> None:
+    from voxproof import audio
+
+    key_file = tmp_path / "wm.key"
+    KEY.write_key_file(key_file)
+    audio.write_file(tmp_path / "in.mp3", speechlike(5.0, 16000, seed=21), 16000)
+    assert cli_main(["mark", str(tmp_path / "in.mp3"), str(tmp_path / "out.mp3"),
+                     "--key-file", str(key_file), "--record-id", "00deadbeef"]) == 0
+    assert audio.read_file(tmp_path / "out.mp3").family == "mp3"
+    capsys.readouterr()
+    assert cli_main(["verify", str(tmp_path / "out.mp3"), "--key-file", str(key_file),
+                     "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["record_id"] == "00deadbeef"
 
 
 def test_cli_default_key_lives_in_the_state_folder(tmp_path, monkeypatch, capsys) -> None:

@@ -427,11 +427,11 @@ def _encode_av(block: np.ndarray, sample_rate: int, muxer: str, codec: str,
 
 
 def write_file(path: str | Path, samples: np.ndarray, sample_rate: int, fmt: str | None = None,
-               ) -> str:
+               *, bitrate: int | None = None) -> str:
     """Write ``samples`` to ``path`` atomically; returns the format written."""
     path = Path(path)
     fmt = fmt or output_format_for(path.suffix, sample_rate)
-    data = encode(samples, sample_rate, fmt)
+    data = encode(samples, sample_rate, fmt, bitrate=bitrate)
     tmp = path.with_name(f".{path.name}.part")
     tmp.write_bytes(data)
     tmp.replace(path)

@@ -67,6 +67,10 @@ def _add_mark(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_mark)
 
 
+#: Bit rates for marked lossy outputs: high enough that the mark survives its own encoding.
+_MARKED_BITRATE = {"mp3": 128_000, "m4a": 128_000, "ogg": 96_000, "opus": 96_000}
+
+
 def _cmd_mark(args: argparse.Namespace) -> int:
     from voxproof import audio
     from voxproof.watermark import WatermarkKey, embed
@@ -77,9 +81,13 @@ def _cmd_mark(args: argparse.Namespace) -> int:
     decoded = audio.read_file(args.input)
     marked = embed(decoded.samples, decoded.sample_rate, key, record_id)
     family = {"mp4": "m4a", "aac": "m4a"}.get(decoded.family, decoded.family)
-    fmt = audio.write_file(args.output, marked, decoded.sample_rate,
-                           audio.output_format_for(family, decoded.sample_rate))
-    print(f"marked {args.output} ({fmt}, {decoded.sample_rate} Hz, {decoded.duration_s:.2f} s) "
+    fmt = audio.output_format_for(family, decoded.sample_rate)
+    out = Path(args.output)
+    if fmt == "wav" and family != "wav" and out.suffix.lower() != ".wav":
+        out = out.with_suffix(".wav")  # the input's format cannot hold this rate: say so
+        print(f"note: {family} cannot hold {decoded.sample_rate} Hz; writing WAV to {out}")
+    audio.write_file(out, marked, decoded.sample_rate, fmt, bitrate=_MARKED_BITRATE.get(fmt))
+    print(f"marked {out} ({fmt}, {decoded.sample_rate} Hz, {decoded.duration_s:.2f} s) "
           f"with record {args.record_id.lower()} under key {key.key_id}")
     return 0
 

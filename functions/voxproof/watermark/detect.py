@@ -1,10 +1,10 @@
 """Detection: search scale hypotheses and unit alignments, decode, verify the tag, localise.
 
-For every hypothesis (tempo or speed change by s, s on a grid within +-3.5 %) the received
-spectrogram is warped back (frame axis and/or band edges), every cell value v is turned into a
+For every hypothesis (no change, at four sub-hop offsets and two cell weightings; a speed change
+by s on a grid within +-3.5 %, undone by resampling) every cell value v is turned into a
 weighted phasor ``w * exp(2 pi i v / step)`` and the phasors are folded modulo the unit length
 (soft combining of repeats). A key's dithers and pilot bits then give, for each of the 256
-possible unit alignments, a pilot correlation z; the best alignments are decoded (soft Viterbi)
+possible unit alignments, sync correlations; the best alignments are decoded (soft Viterbi)
 and accepted only if the keyed tag verifies. Per-window correlations with the decoded codeword
 give the marked / unmarked time ranges.
 """
@@ -183,7 +183,6 @@ class _Views:
             self._cache[(mode, scale, phase)] = view
         return self._cache[(mode, scale, phase)]
 
-
     def _speed_power(self, scale: float) -> np.ndarray:
         if scale not in self._resampled:
             up = round(_SPEED_DENOMINATOR * (1.0 + scale))
@@ -238,14 +237,15 @@ def _distinct(cands: list[_Candidate], tried: list[_Candidate]) -> list[_Candida
 def _decode_candidate(
     cand: _Candidate, pattern: Pattern, key: WatermarkKey, decoded: list[np.ndarray]
 ) -> tuple[tuple[_Candidate, int, np.ndarray] | None, int]:
-    """Decode the whole input tracked from this alignment, then the candidate's window alone."""
+    """Decode the whole input tracked from this alignment, then the candidate's window alone
+    (unless that window is the whole input)."""
     attempts = 0
-    for folded in (_tracked_fold(cand, pattern), _fold(cand.view.phasor, cand.start, cand.stop)):
+    folds = [_tracked_fold(cand, pattern)]
+    if cand.stop - cand.start < len(cand.view.phasor):
+        folds.append(_fold(cand.view.phasor, cand.start, cand.stop))
+    for folded in folds:
         attempts += 1
-        soft = _position_soft(folded, pattern, cand.offset)
-        coded_soft = np.zeros(len(pattern.coded_index[pattern.coded_index >= 0]))
-        coded_soft[pattern.coded_index[pattern.coded_index >= 0]] = soft[pattern.coded_index >= 0]
-        bits = ecc.decode(coded_soft)
+        bits = ecc.decode(_position_soft(folded, pattern, cand.offset)[pattern.coded_positions])
         decoded.append(bits)
         record_id, ok = read_payload(key, bits)
         if ok:

@@ -50,7 +50,16 @@ class Pattern:
 
     @property
     def is_pilot(self) -> np.ndarray:
+        """(CELLS,) whether each cell carries a pilot bit."""
         return self.coded_index[self.position] < 0
+
+    @property
+    def coded_positions(self) -> np.ndarray:
+        """(CODED_BITS,) the position carrying each coded bit (the keyed interleaver)."""
+        out = np.empty(CODED_BITS, dtype=np.int64)
+        carrying = np.flatnonzero(self.coded_index >= 0)
+        out[self.coded_index[carrying]] = carrying
+        return out
 
 
 @lru_cache(maxsize=64)
