@@ -46,17 +46,20 @@ lattice offsets are uniformly random: the mark can neither be read nor forged.
 
 *Detection.* Scale hypotheses: none, and speed changes of -3.5 % .. +3.5 % in 0.5 % steps
 (undone exactly by resampling the 8 kHz signal back); sub-hop offsets of 0, 1, 2, 3 ms (0 and
-2 ms for speed hypotheses). For each, every cell value becomes a weighted phasor ``w exp(2 pi i
-v / STEP)`` (w: speech activity and tile loudness, falling by e per 10 dB below the loudest
-tiles), and phasors are folded modulo the unit length: soft combining of all repeats. For the
+2 ms for speed hypotheses; cell values move ~0.07 neper per ms of shift, so this matters for
+cuts). For each, every cell value becomes a weighted phasor ``w exp(2 pi i v / STEP)`` (w:
+speech activity times tile loudness, falling by e per 10 dB below the loudest tiles; without
+speed change a second, flatter weighting, e per 20 dB, is tried too), and phasors are folded
+modulo the unit length: soft combining of all repeats. For the
 256 possible unit alignments a pilot correlation, and the pilots plus a blind second-harmonic
 statistic of the payload cells, are computed with length-16 FFTs; the best alignments (4 s
 windows, half overlapping) are decoded (soft Viterbi on the folded soft values, once over the
 whole input with the alignment tracked +-24 frames per window, once over the window alone) and
 accepted only if the keyed tag verifies. Several keys are tried in turn; the first that
-verifies is reported. Unmarked 1.024 s windows (half overlapping) are then scored against the
-decoded codeword at their best alignment: z >= 5 is "marked"; windows without speech join
-their neighbours; adjacent equal windows merge into ``segments``.
+verifies is reported. Then 1.024 s windows (half overlapping) are scored against the decoded
+codeword at their best alignment (``windows``): z >= 5 is "marked"; windows without speech
+join their neighbours; adjacent equal windows merge into ``segments``, so a foreign piece
+spliced between marked ones shows as an unmarked range.
 
 False positives
 ---------------
@@ -74,16 +77,19 @@ attacked unmarked corpus clips (scripts/bench_watermark.py).
 Measured (scripts/bench_watermark.py, 14 piper-tts utterances of 3-27 s, 154 s in all)
 --------------------------------------------------------------------------------------
 SNR 30.95 dB mean (min 30.51), PESQ-WB 4.630 mean (min 4.601); embed RTF 0.006, detect RTF
-0.027 (mean over attacked marked clips; a full search of an unmarked file is about 0.035).
-Exact record-id recovery 100 % for: none, mp3 128k/64k, resample 16k/8k, noise 30 dB, volume
--10/+6 dB (clipping), low-pass 4 kHz, crops 10/5/3/2 s, speed +-3 %; noise 20 dB 92.9 %;
-aac 64k 78.6 %. Not met: mp3 32k 0 %, opus 32k 0 % (these codecs keep band energies only to
-~1 dB in most bands, while the mark's cell changes are ~0.1 neper; only 125-625 Hz survive) and
-tempo +-3 % via WSOLA (ffmpeg atempo) 0 %: it rebuilds the signal from overlapping fragments
-taken a few ms off the nominal time map, which scrambles 32 ms slot energies; even with
-oracle per-block re-alignment the mark is barely above chance. Tempo hypotheses (frame-axis
-interpolation) are implemented (``MODES``) but off, since they cost time and attempts for
-nothing on such input.
+0.027 (mean over all attacked marked clips, one thread; an unmarked 10 s input needs the full
+search, about 0.04). Exact record-id recovery 100 % for: none, mp3 128k/64k, resample 16k/8k,
+noise 30 dB, volume -10/+6 dB (clipping), low-pass 4 kHz, crops of 10/5/3/2 s, speed +-3 %;
+noise 20 dB 92.9 % (target 80); aac 64k 92.9 % (target 99: the 3.2 s clip fails).
+Not met: mp3 32k and opus 32k, 0 %: these codecs keep band energies only to about 1 dB in most
+bands while a cell moves by ~0.1 neper; only 125-625 Hz survive (cells there are right 65-85 %
+of the time), too few positions to decode. Tempo +-3 % through WSOLA (ffmpeg atempo), 0 %: it
+rebuilds the signal from ~46 ms fragments taken up to ~10 ms off the nominal time map and
+crossfaded, which scrambles 32 ms slot energies; even with per-block re-alignment chosen by an
+oracle the mark stays near chance. Tempo hypotheses (frame-axis interpolation) are implemented
+(``detect.MODES``) but off, as they cost time and decode attempts for nothing on such input.
+Tried and rejected: quantiser steps rising with frequency, spread-transform pairs of adjacent
+bands (both worse at the same SNR), other DC-QIM strengths (ALPHA 0.55-0.85).
 """
 
 from voxproof.watermark.detect import Detection, Segment, detect
