@@ -182,8 +182,8 @@ def bench_clip(args: tuple[Path, int, list[str]]) -> dict:
     snr = 10 * np.log10(np.sum(x.astype(np.float64) ** 2) / np.sum((y - x).astype(np.float64) ** 2))
     result = {"clip": path.name, "seconds": len(x) / sr, "snr": float(snr),
               "pesq": _pesq_wb(x, y, sr), "embed_cpu": embed_cpu, "attacks": {}}
-    for a, name in enumerate(attacks):
-        seed = SEED + 1000 * index + a
+    for name in attacks:
+        seed = SEED + 1000 * index + zlib.crc32(name.encode()) % 1000  # stable per attack
         marked = ATTACKS[name](y, sr, seed)
         if marked is None:
             continue
