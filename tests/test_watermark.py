@@ -312,6 +312,15 @@ def test_code_corrects_errors_and_erasures() -> None:
     assert (ecc.decode(soft) == bits).all()
 
 
+@pytest.mark.parametrize("module", ["keys", "payload", "ecc", "embed", "detect"])
+def test_docstring_examples_hold(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"voxproof.watermark.{module}"))
+    assert result.attempted > 0 and result.failed == 0
+
+
 # --- the command line -------------------------------------------------------------------------
 def test_cli_keygen_mark_verify(tmp_path, capsys, host: np.ndarray) -> None:
     key_file = tmp_path / "wm.key"

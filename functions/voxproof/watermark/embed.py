@@ -21,9 +21,9 @@ from voxproof.watermark.keys import WatermarkKey
 from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern, pattern_for
 from voxproof.watermark.payload import payload_bits
 
-STEP: Final = 0.39  # quantiser step of a cell value in the lowest band (natural log of energy)
-#: Quantiser step per band (one value for all; an array so that bands could differ: steps
-#: rising with frequency were measured and did not help, see the module docstring).
+STEP: Final = 0.39  # quantiser step of a cell value (natural log of energy)
+#: The step of each band: the same for all (steps rising with frequency were tried and did not
+#: help at the same SNR; see the package docstring).
 BAND_STEPS: Final = np.full(BANDS, STEP)
 ALPHA: Final = 0.70  # distortion compensation: fraction of the way to the lattice point
 ROUNDS: Final = 4  # embed / re-measure rounds
@@ -39,7 +39,29 @@ _SLOT_ENERGY_PER_POWER: Final = an.SLOT_HOPS * BANDS * an.BAND_BINS * float(np.s
 
 
 def embed(samples: np.ndarray, sample_rate: int, key: WatermarkKey, record_id: int) -> np.ndarray:
-    """Return ``samples`` with the mark of ``record_id`` under ``key`` (same shape and dtype)."""
+    """Return ``samples`` with the mark of ``record_id`` under ``key`` (same shape and dtype).
+
+    Parameters
+    ----------
+    samples:
+        Float audio in [-1, 1], shape (n,) or (n, channels); silence and pauses stay untouched.
+    sample_rate:
+        8 000 to 192 000 Hz (the mark lives in 125-3625 Hz).
+    key:
+        The watermark key; only its holder can detect or forge the mark.
+    record_id:
+        The provenance record, 0 <= id < 2^40.
+
+    Example:
+        >>> import numpy as np
+        >>> key = WatermarkKey.from_hex("5a" * 32)
+        >>> t = np.arange(16000) / 16000
+        >>> tone = (0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(
+        ...     np.float32)
+        >>> marked = embed(tone, 16000, key, 0x00000000A1)
+        >>> marked.shape == tone.shape and marked.dtype == tone.dtype
+        True
+    """
     coded = ecc.encode(payload_bits(key, record_id))
     return embed_coded(samples, sample_rate, key, coded)
 

@@ -9,7 +9,7 @@ Example:
     >>> key = WatermarkKey.from_hex("11" * 32)
     >>> bits = payload_bits(key, 0x0123456789)
     >>> len(bits), read_payload(key, bits)
-    (64, (81985529225, True))
+    (64, (4886718345, True))
 """
 
 from __future__ import annotations
