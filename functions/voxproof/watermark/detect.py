@@ -11,11 +11,13 @@ give the marked / unmarked time ranges.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import resample_poly
 
 from voxproof.watermark import analysis as an
@@ -34,9 +36,12 @@ FLAT_WEIGHT_DB: Final = 20.0  # a second, flatter weighting tried without speed 
 SEARCH_WINDOW: Final = 4 * UNIT_HOPS  # sync search windows (about 4 s, half overlapping)
 LOCAL_WINDOW: Final = UNIT_HOPS  # localisation windows (about 1 s, half overlapping)
 CANDIDATES: Final = 5  # alignments decoded per key (best sync correlations)
-MAX_ATTEMPTS: Final = 2 * (CANDIDATES + 1)  # decode attempts per key: the false-positive budget
+MAX_ATTEMPTS: Final = 2 * (CANDIDATES + 1) + 1  # decode attempts per key: the false-positive budget
 EARLY_EXIT_Z: Final = 8.0  # sync this strong without a speed change: decode before searching
 TRACK: Final = 24  # frames a search window may drift from the candidate's alignment
+FOLLOW_WINDOW: Final = 4 * an.BLOCK_HOPS  # 256 ms windows for the followed alignment
+FEEDBACK_ROUNDS: Final = 3  # decode, re-encode, re-follow
+FOLLOW_RATES: Final = (-0.03, -0.015, 0.0, 0.015, 0.03)  # tempo drifts tried when following
 MARKED_Z: Final = 5.0  # a localisation window is marked at or above this correlation
 SPEECH_WEIGHT: Final = 8.0  # below this total cell weight a window has too little speech
 
@@ -220,6 +225,16 @@ def _search(
         attempts += used
         if hit is not None:
             return hit, attempts, firsts[0]
+    unscaled = [views.get("none", 0.0, p) for p in PHASES]
+    if all(v is not None for v in unscaled):  # last: an alignment that follows the input
+        followed = _followed_fold([v for v in unscaled if v is not None], pattern, key)
+        if followed is not None:
+            attempts += 1
+            bits = ecc.decode(_position_soft(followed[0], pattern, 0)[pattern.coded_positions])
+            firsts.append(bits)
+            record_id, ok = read_payload(key, bits)
+            if ok:
+                return (followed[1], record_id, bits), attempts, firsts[0]
     return None, attempts, firsts[0] if firsts else None
 
 
@@ -395,6 +410,82 @@ def _tracked_fold(cand: _Candidate, pattern: Pattern) -> np.ndarray:
         shift = int(near[np.argmax(_correlate(folded, pattern, cells, signs)[near])])
         total += np.roll(_fold(view.phasor, start, stop), cand.offset - shift, axis=0)
     return total
+
+
+def _followed_fold(views: list[_View], pattern: Pattern, key: WatermarkKey
+                   ) -> tuple[np.ndarray, _Candidate] | None:
+    """Fold with an alignment that follows the input 256 ms at a time; rows start at 0.
+
+    Tempo changes by WSOLA (ffmpeg atempo) copy the input at its own rate in pieces of 100-300
+    ms and skip or repeat a few ms between them, so the unit alignment is constant within a
+    piece and jumps between pieces, drifting on average with the tempo. States are (alignment,
+    sub-hop phase) on a quarter-frame grid; each window scores them by pilots plus the blind
+    statistic; for each drift rate a Viterbi path that may move between no drift and twice the
+    rate's drift per window picks one state per window. With the best rate, the path's decode
+    then re-scores the windows against its own re-encoded codeword and follows again
+    (decision feedback, ``FEEDBACK_ROUNDS`` times).
+    """
+    n = min(len(v.phasor) for v in views)
+    edges = list(range(0, n - FOLLOW_WINDOW + 1, FOLLOW_WINDOW))
+    if len(edges) < 2:
+        return None
+    edges.append(n)
+    windows = list(itertools.pairwise(edges))
+    steps = len(views)
+    folds = [[_fold(v.phasor, a, b) for v in views] for a, b in windows]
+    squares = [[_fold(v.square, a, b) for v in views] for a, b in windows]
+    cells, signs = _pilot_cells(pattern)
+    blind = np.flatnonzero(~pattern.is_pilot)
+    scores = np.zeros((len(windows), UNIT_HOPS * steps))
+    for w in range(len(windows)):
+        for i in range(steps):
+            t, n2 = _correlate_parts(folds[w][i], pattern, cells, signs)
+            tb, nb2 = _correlate_parts(squares[w][i], pattern, blind, np.ones(len(blind)),
+                                       harmonic=2)
+            scores[w, i::steps] = _z(t + tb, n2 + nb2)
+    drift = max((-s * FOLLOW_WINDOW * steps for s in FOLLOW_RATES),
+                key=lambda d: _viterbi_path(scores, d)[1])
+    path = _viterbi_path(scores, drift)[0]
+    total = _fold_path(folds, path, steps)
+    for _ in range(FEEDBACK_ROUNDS):
+        bits = ecc.decode(_position_soft(total, pattern, 0)[pattern.coded_positions])
+        all_cells, all_signs = _codeword_cells(pattern, ecc.encode(bits))
+        for w in range(len(windows)):
+            for i in range(steps):
+                scores[w, i::steps] = _correlate(folds[w][i], pattern, all_cells, all_signs)
+        path = _viterbi_path(scores, drift)[0]
+        total = _fold_path(folds, path, steps)
+    first_offset, first_phase = divmod(int(path[0]), steps)
+    return total, _Candidate(views[first_phase], 0, n, first_offset, float(scores.max()))
+
+
+def _fold_path(folds: list[list[np.ndarray]], path: np.ndarray, steps: int) -> np.ndarray:
+    total = np.zeros((UNIT_HOPS, BANDS), dtype=complex)
+    for w, state in enumerate(path):
+        offset, i = divmod(int(state), steps)
+        total += np.roll(folds[w][i], -offset, axis=0)
+    return total
+
+
+def _viterbi_path(scores: np.ndarray, drift: float) -> tuple[np.ndarray, float]:
+    """Best state per row of ``scores`` (rows: windows; states on a circle) when each move
+    lies between 0 and twice ``drift`` states (plus or minus 4 states of jitter)."""
+    low = int(np.floor(min(0.0, 2 * drift))) - 4
+    high = int(np.ceil(max(0.0, 2 * drift))) + 4
+    n_states = scores.shape[1]
+    ring = (np.arange(n_states + high - low) - high) % n_states  # ring[k + high - d] = k - d
+    total = scores[0].copy()
+    back = np.zeros(scores.shape, dtype=np.int64)
+    for w in range(1, len(scores)):
+        reach = sliding_window_view(total[ring], high - low + 1)  # column j: move high - j
+        j = np.argmax(reach, axis=1)
+        back[w] = high - j
+        total = reach[np.arange(n_states), j] + scores[w]
+    path = np.zeros(len(scores), dtype=np.int64)
+    path[-1] = int(np.argmax(total))
+    for w in range(len(scores) - 1, 0, -1):
+        path[w - 1] = (path[w] - back[w, path[w]]) % n_states
+    return path, float(total.max())
 
 
 # --- the report -------------------------------------------------------------------------------
