@@ -40,7 +40,8 @@ MAX_ATTEMPTS: Final = 2 * (CANDIDATES + 1) + 1  # decode attempts per key: the f
 EARLY_EXIT_Z: Final = 8.0  # sync this strong without a speed change: decode before searching
 TRACK: Final = 24  # frames a search window may drift from the candidate's alignment
 FOLLOW_WINDOW: Final = 4 * an.BLOCK_HOPS  # 256 ms windows for the followed alignment
-FEEDBACK_ROUNDS: Final = 3  # decode, re-encode, re-follow
+FEEDBACK_ROUNDS: Final = 5  # decode, re-encode, re-follow
+FOLLOW_JITTER: Final = 4  # quarter frames of jitter allowed around the drift per window
 FOLLOW_RATES: Final = (-0.03, -0.015, 0.0, 0.015, 0.03)  # tempo drifts tried when following
 MARKED_Z: Final = 5.0  # a localisation window is marked at or above this correlation
 SPEECH_WEIGHT: Final = 8.0  # below this total cell weight a window has too little speech
@@ -469,9 +470,9 @@ def _fold_path(folds: list[list[np.ndarray]], path: np.ndarray, steps: int) -> n
 
 def _viterbi_path(scores: np.ndarray, drift: float) -> tuple[np.ndarray, float]:
     """Best state per row of ``scores`` (rows: windows; states on a circle) when each move
-    lies between 0 and twice ``drift`` states (plus or minus 4 states of jitter)."""
-    low = int(np.floor(min(0.0, 2 * drift))) - 4
-    high = int(np.ceil(max(0.0, 2 * drift))) + 4
+    lies between 0 and twice ``drift`` states, give or take ``FOLLOW_JITTER``."""
+    low = int(np.floor(min(0.0, 2 * drift))) - FOLLOW_JITTER
+    high = int(np.ceil(max(0.0, 2 * drift))) + FOLLOW_JITTER
     n_states = scores.shape[1]
     ring = (np.arange(n_states + high - low) - high) % n_states  # ring[k + high - d] = k - d
     total = scores[0].copy()
