@@ -44,7 +44,7 @@ pilot bits, dithers) comes from AES-256-CTR keystreams keyed with ``HMAC-SHA256(
 the public key id is ``HMAC-SHA256(key, "voxproof key id")[:8]`` in hex. Without the key the
 lattice offsets are uniformly random: the mark can neither be read nor forged.
 
-*Detection.* Scale hypotheses: none, and speed changes of -3.5 % .. +3.5 % in 0.5 % steps
+*Detection.* Scale hypotheses: none, and speed changes of -3 % .. +3 % in 0.5 % steps
 (undone exactly by resampling the 8 kHz signal back); sub-hop offsets of 0, 1, 2, 3 ms (0 and
 2 ms for speed hypotheses; cell values move ~0.07 neper per ms of shift, so this matters for
 cuts). For each, every cell value becomes a weighted phasor ``w exp(2 pi i v / STEP)`` (w:

@@ -1,7 +1,7 @@
 """Detection: search scale hypotheses and unit alignments, decode, verify the tag, localise.
 
 For every hypothesis (no change, at four sub-hop offsets and two cell weightings; a speed change
-by s on a grid within +-3.5 %, undone by resampling) every cell value v is turned into a
+by s on a grid within +-3 %, undone by resampling) every cell value v is turned into a
 weighted phasor ``w * exp(2 pi i v / step)`` and the phasors are folded modulo the unit length
 (soft combining of repeats). A key's dithers and pilot bits then give, for each of the 256
 possible unit alignments, sync correlations; the best alignments are decoded (soft Viterbi)
@@ -28,7 +28,7 @@ from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern, pattern_for
 from voxproof.watermark.payload import TAG_BITS, format_record_id, read_payload
 
 UNIT_HOPS: Final = UNIT_BLOCKS * an.BLOCK_HOPS  # 256 analysis hops = 1.024 s
-SCALES: Final = tuple(round(0.005 * k, 4) for k in range(-7, 8))  # -3.5 % .. +3.5 %
+SCALES: Final = tuple(round(0.005 * k, 4) for k in range(-6, 7))  # -3 % .. +3 %
 PHASES: Final = (0.0, 0.25, 0.5, 0.75)  # sub-hop time offsets (fractions of 4 ms) searched
 MODES: Final = ("speed",)  # "tempo" (time axis only) is supported but off: see the docstring
 WEIGHT_DB: Final = 10.0  # cell weight falls by e for every this many dB below the loud tiles
@@ -434,30 +434,56 @@ def _followed_fold(views: list[_View], pattern: Pattern, key: WatermarkKey
     windows = list(itertools.pairwise(edges))
     steps = len(views)
     folds = [[_fold(v.phasor, a, b) for v in views] for a, b in windows]
-    squares = [[_fold(v.square, a, b) for v in views] for a, b in windows]
+    shape = (len(windows), steps, UNIT_BLOCKS, an.BLOCK_HOPS, BANDS)
+    grids = np.array(folds).reshape(shape)
+    squares = np.array([[_fold(v.square, a, b) for v in views] for a, b in windows]).reshape(shape)
+    spectra = np.fft.fft(grids, axis=2)
+    energy = np.fft.fft(grids.real**2 + grids.imag**2, axis=2)
     cells, signs = _pilot_cells(pattern)
     blind = np.flatnonzero(~pattern.is_pilot)
-    scores = np.zeros((len(windows), UNIT_HOPS * steps))
-    for w in range(len(windows)):
-        for i in range(steps):
-            t, n2 = _correlate_parts(folds[w][i], pattern, cells, signs)
-            tb, nb2 = _correlate_parts(squares[w][i], pattern, blind, np.ones(len(blind)),
-                                       harmonic=2)
-            scores[w, i::steps] = _z(t + tb, n2 + nb2)
+    t = _circular_many(_cell_weights(pattern, cells, signs), spectra)
+    n2 = _circular_many(_cell_weights(pattern, cells, 0.5, rotate=False), energy)
+    t += _circular_many(_cell_weights(pattern, blind, 1.0, harmonic=2), np.fft.fft(squares, axis=2))
+    n2 += _circular_many(_cell_weights(pattern, blind, 0.5, rotate=False),
+                         np.fft.fft(squares.real**2 + squares.imag**2, axis=2))
+    scores = _state_scores(t, n2)
     drift = max((-s * FOLLOW_WINDOW * steps for s in FOLLOW_RATES),
                 key=lambda d: _viterbi_path(scores, d)[1])
     path = _viterbi_path(scores, drift)[0]
     total = _fold_path(folds, path, steps)
+    # every cell is chosen below, so the null variance does not depend on the alignment's block
+    n2 = 0.5 * (grids.real**2 + grids.imag**2).sum(axis=(2, 4))[:, :, None, :]
+    all_cells = np.arange(len(pattern.block))
     for _ in range(FEEDBACK_ROUNDS):
         bits = ecc.decode(_position_soft(total, pattern, 0)[pattern.coded_positions])
-        all_cells, all_signs = _codeword_cells(pattern, ecc.encode(bits))
-        for w in range(len(windows)):
-            for i in range(steps):
-                scores[w, i::steps] = _correlate(folds[w][i], pattern, all_cells, all_signs)
+        signs = 1.0 - 2.0 * pattern.cell_bits(ecc.encode(bits))
+        scores = _state_scores(_circular_many(_cell_weights(pattern, all_cells, signs), spectra), n2)
         path = _viterbi_path(scores, drift)[0]
         total = _fold_path(folds, path, steps)
     first_offset, first_phase = divmod(int(path[0]), steps)
     return total, _Candidate(views[first_phase], 0, n, first_offset, float(scores.max()))
+
+
+def _cell_weights(pattern: Pattern, cells: np.ndarray, signs: np.ndarray | float,
+                  harmonic: int = 1, rotate: bool = True) -> np.ndarray:
+    """(UNIT_BLOCKS, BANDS) correlation weights of ``cells`` (their dither rotation x sign)."""
+    weights = np.zeros((UNIT_BLOCKS, BANDS), dtype=complex)
+    rot = np.exp(-2j * np.pi * harmonic * pattern.dither[cells]) if rotate else 1.0
+    weights[pattern.block[cells], pattern.band[cells]] = rot * signs
+    return weights
+
+
+def _circular_many(weights: np.ndarray, spectra: np.ndarray) -> np.ndarray:
+    """``_circular`` for many folds at once: spectra (W, P, 16, 16, BANDS) -> (W, P, 16, 16)."""
+    kernel = np.conj(np.fft.fft(np.conj(weights), axis=0))
+    return np.fft.ifft(np.einsum("kb,wpkrb->wpkr", kernel, spectra), axis=2).real
+
+
+def _state_scores(t: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """z per window and state (alignment * phases + phase) from (W, P, 16, 16) parts."""
+    z = np.where(n2 > 0, t / np.sqrt(np.maximum(n2, 1e-300)), 0.0)
+    w, p = z.shape[:2]
+    return z.reshape(w, p, UNIT_HOPS).transpose(0, 2, 1).reshape(w, -1)
 
 
 def _fold_path(folds: list[list[np.ndarray]], path: np.ndarray, steps: int) -> np.ndarray:
