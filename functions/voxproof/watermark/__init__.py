@@ -85,8 +85,9 @@ attacked unmarked corpus clips (scripts/bench_watermark.py).
 Measured (scripts/bench_watermark.py, 14 piper-tts utterances of 3-27 s, 154 s in all)
 --------------------------------------------------------------------------------------
 SNR 30.95 dB mean (min 30.51), PESQ-WB 4.630 mean (min 4.601); embed RTF 0.006, detect RTF
-0.033 (mean over all attacked marked clips, one thread; an input without a mark needs the
-full search, about 0.05-0.06 for 10 s on a busy machine). Exact record-id recovery, mean 87 %
+0.031 (mean over all attacked marked clips, one thread, process CPU time on a shared 2-core
+machine); 0.008 when the mark is found at once, about 0.06 when every hypothesis and the
+followed alignment must be tried (inputs without a mark, 32 kbps codecs, tempo changes). Exact record-id recovery, mean 87 %
 over the 21 attacks (audiowmark 0.6.5: 66 %): 100 % for none, mp3 128k/64k, resample
 16k/8k, noise 30 dB, volume -10/+6 dB (clipping), low-pass 4 kHz, crops of 10/5/3/2 s, speed
 +-3 %; noise 20 dB 92.9 % (target 80); aac 64k 92.9 % (target 99: the 3.2 s clip fails);
