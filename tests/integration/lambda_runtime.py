@@ -28,6 +28,7 @@ import os
 import queue
 import secrets
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -392,8 +393,14 @@ class RuntimeProcess:
     ) -> None:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
         self.started_at = time.monotonic()
+        # Its own process group, so stop() also reaches what it starts (e.g. buildah's child).
         self.proc = subprocess.Popen(
-            list(command), cwd=cwd, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT
+            list(command),
+            cwd=cwd,
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def alive(self) -> bool:
@@ -407,14 +414,18 @@ class RuntimeProcess:
         return self._log.read().decode("utf-8", "replace")
 
     def stop(self, timeout_s: float = 10.0) -> str:
-        """Terminate (then kill) the process; returns its output and closes the log."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        """Terminate (then kill) its process group; returns its output and closes the log."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
             try:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout_s)
+                continue
         out = self.output()
         self._log.close()
         return out
