@@ -39,7 +39,8 @@ ENGINE=$(image_engine)
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/voxproof-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-say() { echo "build_image: $*"; }
+BUILD_START=$(date +%s)
+say() { echo "build_image: [$(($(date +%s) - BUILD_START)) s] $*"; }
 loud() { printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n!!! %s\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' "$*"; }
 
 # --- the base ---------------------------------------------------------------------------------
@@ -158,6 +159,7 @@ build() {
     # matters on vfs, where every layer is a full copy of the filesystem below it.
     buildah) bh bud --isolation chroot --layers=false --network host "${args[@]}" "$CONTEXT" ;;
   esac
+  say "built"
 }
 
 report() {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The image half of CI: build, smoke, SBOM, lock comparison, vulnerability audit.
+# The image half of CI: lock check, build, smoke, SBOM, image-versus-lock, vulnerability audit.
 #
 #   bash scripts/ci_image.sh          # everything, in that order
 #   bash scripts/ci_image.sh audit    # only the supply-chain audit (needs no image)
@@ -66,6 +66,7 @@ fi
 
 trap 'summary' ERR
 step "tools (hash-locked)" tools
+step "lock matches pyproject" env UV="$TOOLS/bin/uv" bash scripts/lock.sh --check
 step "build image" bash scripts/build_image.sh
 step "smoke (buildah run, ro root)" env SMOKE_INVENTORY="$OUT/inventory" bash scripts/image_smoke.sh
 step "sbom (CycloneDX)" sbom

@@ -194,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  runtime's first poll (init done)  {ready - runtime.started_at:6.2f} s")
     print(f"  first response                     {first.completed_at - runtime.started_at:6.2f} s")
     print(f"  of which launcher overhead         {overhead:6.2f} s (buildah run of `true`)")
+    print(
+        f"  python process start -> 1st event  {first.json()['process_age_s']:6.2f} s (in the image)"
+    )
     print(f"  torch import in the image          {imports['torch_import_s']:6.2f} s")
     print(f"  torch + Coqui VITS import          {imports['torch_and_vits_import_s']:6.2f} s")
     print("smoke: PASSED" + ("" if full else " (placeholder handler: speech/verify not run)"))

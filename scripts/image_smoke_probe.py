@@ -59,8 +59,16 @@ def _try_write(folder: str) -> str:
     return "written"
 
 
+def _process_age_s() -> float:
+    """Seconds since this Python process started (from /proc: boot-relative start time)."""
+    start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    return round(uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"), 3)
+
+
 def _sandbox() -> dict[str, Any]:
     return {
+        "process_age_s": _process_age_s(),
         "uid": os.getuid(),
         "euid": os.geteuid(),
         "gid": os.getgid(),

@@ -12,8 +12,9 @@
 #                                          dependency (docopt), consistent with the lock above
 #   functions/requirements-pypi-torch.lock the same with PyPI's torch build (CUDA wheels, several
 #                                          GB): the image's fallback where no CPU torch is reachable
-#   functions/requirements-dev.lock        runtime + aws + dev extras, CPU torch: a hash-locked
-#                                          test venv (optional; see scripts/dev.sh)
+#   functions/requirements-dev.lock        runtime + aws + dev extras with the test venv's torch
+#                                          pair (DEV_TORCH, as scripts/dev.sh installs it): a
+#                                          hash-locked test venv, if scripts/dev.sh adopts it
 #   scripts/ship-tools.lock                uv, pip-audit and cyclonedx-bom for the CI supply-chain steps
 #
 # Where torch +cpu comes from: TORCH_INDEX (default the PyTorch CPU index) when reachable, which
@@ -27,6 +28,7 @@ UV_VERSION=0.13.9
 TORCH_INDEX=${TORCH_INDEX-https://download.pytorch.org/whl/cpu}
 TORCH_WHEELS=${TORCH_WHEELS:-/opt/wheels}
 LOCK_PYTHON=${LOCK_PYTHON:-3.11}
+DEV_TORCH="torch==2.14.1 torchaudio==2.11.0"
 check=0
 upgrade=()
 case "${1:-}" in
@@ -40,14 +42,17 @@ tools=$(mktemp -d)
 out=$(mktemp -d)
 trap 'rm -rf "$tools" "$out"' EXIT
 
-# uv itself: from the hash-locked tool list when it exists, else the pinned version.
-python3 -m venv "$tools/venv"
-if [ -f scripts/ship-tools.lock ]; then
-  "$tools/venv/bin/pip" install -q --require-hashes --no-deps -r scripts/ship-tools.lock
-else
-  "$tools/venv/bin/pip" install -q "uv==$UV_VERSION"
+# uv itself: $UV if given (ci_image.sh passes its tool venv's), else from the hash-locked tool
+# list when it exists, else the pinned version.
+if [ -z "${UV:-}" ]; then
+  python3 -m venv "$tools/venv"
+  if [ -f scripts/ship-tools.lock ]; then
+    "$tools/venv/bin/pip" install -q --require-hashes --no-deps -r scripts/ship-tools.lock
+  else
+    "$tools/venv/bin/pip" install -q "uv==$UV_VERSION"
+  fi
+  UV="$tools/venv/bin/uv"
 fi
-UV="$tools/venv/bin/uv"
 
 torch_sources=()
 torch_note=""
@@ -78,7 +83,9 @@ compile() {  # compile <output> <uv args...>; the current lock's pins are kept u
 }
 
 compile functions/requirements.lock pyproject.toml --extra aws -c functions/image-constraints.txt "${torch_sources[@]}"
-compile functions/requirements-dev.lock pyproject.toml --extra aws --extra dev -c functions/image-constraints.txt "${torch_sources[@]}"
+# The test venv's torch (keep equal to scripts/dev.sh): PyPI's build, as the tests run today.
+printf '%s\n' $DEV_TORCH >"$out/dev-torch.txt"
+(torch_note="torch as scripts/dev.sh installs it: $DEV_TORCH (PyPI)"; compile functions/requirements-dev.lock pyproject.toml --extra aws --extra dev -c "$out/dev-torch.txt")
 # The build backend, held to the version the main lock already pins.
 echo "setuptools" >"$out/build.in"
 (torch_note="the build backend of the sdists in functions/requirements.lock"; compile functions/build-requirements.lock "$out/build.in" -c "$out/requirements.lock")
@@ -89,7 +96,7 @@ printf 'uv==%s\npip-audit\ncyclonedx-bom\n' "$UV_VERSION" >"$out/tools.in"
 (torch_note="tools for scripts/ci_image.sh; no torch"; compile scripts/ship-tools.lock "$out/tools.in")
 
 # Paths in uv's "via" annotations name temporary files: make them stable.
-sed -i -e "s#$out/requirements.lock#functions/requirements.lock#g" -e "s#$out/pypi-torch.txt#functions/image-constraints.txt (without +cpu)#g" \
+sed -i -e "s#$out/requirements.lock#functions/requirements.lock#g" -e "s#$out/pypi-torch.txt#functions/image-constraints.txt (without +cpu)#g" -e "s#$out/dev-torch.txt#scripts/lock.sh (DEV_TORCH)#g" \
   -e "s#-r $out/build.in#scripts/lock.sh#g" -e "s#$out/tools.in#scripts/lock.sh#g" "$out"/*.lock
 
 changed=0
