@@ -247,7 +247,8 @@ def _open_beneath(root: Path, rel: str):
     except FileNotFoundError:
         raise LayerFileMissing(f"{_show(rel)} is missing", file=_show(rel)) from None
     except OSError as err:
-        if err.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+        # O_NOFOLLOW on a symlink: ELOOP for the file, ENOTDIR (with O_DIRECTORY) for a folder
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
             raise LayerSymlink(
                 f"{_show(rel)} is or passes through a symbolic link", file=_show(rel)
             ) from None

@@ -40,7 +40,7 @@ Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 """A lowercase hex sha256 digest."""
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 """A short non-empty label."""
-LayerPath = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+LayerPath = Annotated[str, StringConstraints(max_length=255)]
 """A path relative to the layer folder, ``/``-separated (its safety is checked by ``layer.py``)."""
 
 
