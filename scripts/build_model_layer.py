@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions"))
 
-from voxproof.cli import main  # noqa: E402
+from voxproof.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["layer", "build", *sys.argv[1:]]))

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     """Threads for torch inference; 0 means one per available core."""
 
     @model_validator(mode="after")
-    def _fill_key_file(self) -> "Settings":
+    def _fill_key_file(self) -> Settings:
         if self.key_file is None:
             self.key_file = self.state_dir / "watermark.key"
         return self
