@@ -264,6 +264,7 @@ def test_cli_verify_exits_2_with_the_specific_error(tiny_layer, capsys):
     assert "[manifest_digest_mismatch]" in capsys.readouterr().err
 
 
-def test_manifest_digest_helper_is_the_file_digest(default_layer):
+def test_manifest_digest_is_the_file_digest(default_layer):
     raw = (default_layer.root / "manifest.json").read_bytes()
     assert hashlib.sha256(raw).hexdigest() == default_layer.manifest_sha256
+    assert default_layer.manifest.sha256() == default_layer.manifest_sha256

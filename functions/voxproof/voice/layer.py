@@ -97,7 +97,7 @@ def verify_layer(root: Path, *, manifest_sha256: str) -> VerifiedLayer:
     _check_root(root)
     raw = _read_manifest(root)
     manifest = Manifest.from_json(raw)
-    if manifest.to_json().encode("ascii") != raw:
+    if manifest.to_bytes() != raw:
         raise ManifestInvalid(f"{MANIFEST_NAME} is not in canonical form (rewrite it with the builder)")
     digest = hashlib.sha256(raw).hexdigest()
     if digest != manifest_sha256:

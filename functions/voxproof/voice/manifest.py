@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -266,6 +267,14 @@ class Manifest(_Strict):
         )
         return body + "\n"
 
+    def to_bytes(self) -> bytes:
+        """The canonical file content (``to_json`` encoded)."""
+        return self.to_json().encode("ascii")
+
+    def sha256(self) -> str:
+        """sha256 of the canonical file: the value to pin (``Settings.model_manifest_sha256``)."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
     def file(self, path: str) -> LayerFile:
         """The entry for ``path``; ``KeyError`` if it is not listed."""
         for entry in self.files:
@@ -281,4 +290,4 @@ def read_manifest(path: Path) -> Manifest:
 
 def write_manifest(path: Path, manifest: Manifest) -> None:
     """Write ``manifest`` in its canonical form."""
-    path.write_bytes(manifest.to_json().encode("ascii"))
+    path.write_bytes(manifest.to_bytes())
