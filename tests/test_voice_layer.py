@@ -9,6 +9,7 @@ import pytest
 
 from voice_layers import relist, rewrite_manifest
 from voxproof.errors import (
+    CheckpointInvalid,
     LayerDigestMismatch,
     LayerError,
     LayerFileMissing,
@@ -189,3 +190,18 @@ def test_missing_manifest_or_folder_is_not_found(tiny_layer, tmp_path):
     _refused(tmp_path / "nowhere", pin, LayerNotFound)
     (folder / "manifest.json").unlink()
     _refused(folder, pin, LayerNotFound)
+
+
+def test_phoneme_id_map_is_read_from_the_verified_layer(tiny_layer):
+    folder, pin = tiny_layer
+    id_map = verify_layer(folder, manifest_sha256=pin).phoneme_id_map()
+    assert id_map["_"] == [0] and id_map["^"] == [1] and id_map["$"] == [2]
+
+
+@pytest.mark.parametrize("text", [b"[1, 2]", b'{"_": [0], "^": [1], "$": [99]}', b'{"a": [1]}',
+                                  b'{"_": [0], "^": [1], "$": ["2"]}', b"{oops"])
+def test_broken_phoneme_id_map_is_refused(tiny_layer, text):
+    folder, _ = tiny_layer
+    pin = relist(folder, "phoneme_id_map.json", text)
+    with pytest.raises(CheckpointInvalid):
+        verify_layer(folder, manifest_sha256=pin).phoneme_id_map()

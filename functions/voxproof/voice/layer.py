@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import stat
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from voxproof.errors import (
+    CheckpointInvalid,
     LayerDigestMismatch,
     LayerError,
     LayerFileMissing,
@@ -77,6 +79,25 @@ class VerifiedLayer:
     def phoneme_id_map_path(self) -> Path:
         """The text frontend's phoneme id map."""
         return self.path(self.manifest.engine.settings.frontend.phoneme_id_map)
+
+    def phoneme_id_map(self) -> dict[str, list[int]]:
+        """The text frontend's ``{phoneme: [id, ...]}`` map, checked against the symbol count."""
+        settings = self.manifest.engine.settings
+        name = settings.frontend.phoneme_id_map
+        try:
+            data = json.loads(self.phoneme_id_map_path.read_bytes())
+        except ValueError:
+            raise CheckpointInvalid(f"{name} is not JSON") from None
+        if not isinstance(data, dict) or not data or not all(
+            isinstance(k, str) and k and isinstance(v, list) and v
+            and all(type(i) is int and 0 <= i < settings.num_symbols for i in v)
+            for k, v in data.items()
+        ):
+            raise CheckpointInvalid(f"{name} is not a {{phoneme: [id, ...]}} map within the symbols")
+        frontend = settings.frontend
+        if not {frontend.pad, frontend.bos, frontend.eos} <= data.keys():
+            raise CheckpointInvalid(f"{name} lacks the pad, bos or eos symbol")
+        return data
 
 
 def verify_layer(root: Path, *, manifest_sha256: str) -> VerifiedLayer:
