@@ -231,6 +231,11 @@ def test_check_mode_names_what_differs(default_layer):
     assert manifest_differences(m, m) == []
 
 
+def test_check_without_a_manifest_is_not_found(tmp_path, capsys):
+    assert main(["layer", "build", "--check", "--out", str(tmp_path)]) == 2
+    assert "[layer_not_found]" in capsys.readouterr().err
+
+
 def test_check_failure_is_reported(monkeypatch, default_layer, tmp_path, capsys):
     layer = tmp_path / "layer"
     layer.mkdir()

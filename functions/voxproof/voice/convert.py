@@ -37,6 +37,7 @@ from voxproof.errors import (
     LayerCheckFailed,
     LayerError,
     LayerFileMissing,
+    LayerNotFound,
     SourceDigestMismatch,
     SourceUnavailable,
 )
@@ -174,7 +175,10 @@ def check_layer(layer_dir: Path, *, cache_dir: Path, wheel: Path | None = None) 
 
     Raises ``LayerCheckFailed`` naming what differs; returns the (identical) manifest.
     """
-    committed = (Path(layer_dir) / MANIFEST_NAME).read_bytes()
+    try:
+        committed = (Path(layer_dir) / MANIFEST_NAME).read_bytes()
+    except FileNotFoundError:
+        raise LayerNotFound(f"there is no {MANIFEST_NAME} to check against") from None
     with tempfile.TemporaryDirectory(prefix="voxproof-layer-check-") as tmp:
         built = build_into(Path(tmp), cache_dir=cache_dir, wheel=wheel)
     differences = manifest_differences(Manifest.from_json(committed), built)
