@@ -30,7 +30,6 @@ def main() -> int:
     t0 = time.perf_counter()
     import torch  # noqa: F401  (timed as part of the imports)
     from TTS.tts.models import vits  # noqa: F401
-
     from voxproof.settings import Settings
     from voxproof.voice.engine import load_engine
     from voxproof.voice.layer import verify_layer

@@ -11,7 +11,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from voxproof.cli import main
 from voxproof.errors import (
     ConversionError,

@@ -12,7 +12,6 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-
 from voice_layers import TINY_HOP, relist, rewrite_manifest
 from voxproof.errors import (
     CheckpointInvalid,
@@ -73,7 +72,6 @@ def test_pickle_carrying_code_is_refused_before_torch_sees_it(tiny_layer, tmp_pa
 def test_torch_weights_only_refuses_code_too(tiny_layer, tmp_path):
     # bypass voxproof's own pickle scan: Coqui's loader (torch weights_only=True) must refuse
     from TTS.tts.models.vits import Vits
-
     from voice_layers import tiny_config
 
     folder, _ = tiny_layer
@@ -205,7 +203,6 @@ def test_default_engine_identity(default_engine):
 def test_conversion_matches_piper_onnx(default_engine, voice_wheel):
     """Same ids, noise scales 0: same length and waveform correlation >= 0.99999."""
     import onnxruntime
-
     from voxproof.voice.convert import read_voice
 
     voice = read_voice(voice_wheel)

@@ -6,7 +6,6 @@ import hashlib
 import os
 
 import pytest
-
 from voice_layers import relist, rewrite_manifest
 from voxproof.errors import (
     CheckpointInvalid,

@@ -7,7 +7,6 @@ import json
 import typing
 
 import pytest
-
 from voxproof.errors import ManifestInvalid
 from voxproof.settings import CHECKOUT_MODEL_DIR, Settings
 from voxproof.voice.manifest import Manifest, read_manifest

@@ -13,7 +13,6 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
-
 from voxproof.voice.convert import config_bytes
 from voxproof.voice.manifest import (
     MANIFEST_NAME,

@@ -251,6 +251,13 @@ class UnsupportedAudio(AudioError):
     status = 415
 
 
+class MislabelledAudio(UnsupportedAudio):
+    """The declared type (Content-Type or file suffix) contradicts the content."""
+
+    code = "mislabelled_audio"
+    status = 415
+
+
 class CorruptAudio(AudioError):
     """Truncated or damaged: the container or stream does not decode."""
 
