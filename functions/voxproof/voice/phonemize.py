@@ -193,7 +193,11 @@ class _Espeak:
         if self._lib is None:
             import espeakng_loader  # the wheel that ships libespeak-ng and its data
 
-            lib = ctypes.CDLL(espeakng_loader.get_library_path())
+            try:
+                lib = ctypes.CDLL(espeakng_loader.get_library_path())
+                data_path = espeakng_loader.get_data_path().encode()
+            except (OSError, RuntimeError):
+                raise LayerError("espeak-ng (espeakng-loader) is not installed") from None
             lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
                                               ctypes.c_int]
             lib.espeak_Initialize.restype = ctypes.c_int
@@ -202,7 +206,6 @@ class _Espeak:
             lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
                                                   ctypes.c_int]
             lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
-            data_path = espeakng_loader.get_data_path().encode()
             if lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, 0) <= 0:
                 raise LayerError("espeak-ng did not initialize")
             self._lib = lib
