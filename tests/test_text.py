@@ -192,7 +192,8 @@ def test_nfkc_and_typography(text: str, expected: str) -> None:
 # --- markup is text -------------------------------------------------------------------------
 def test_markup_is_plain_text_never_interpreted() -> None:
     text = '<speak><break time="3s"/>Hi &amp; <b>bye</b></speak>'
-    assert said(text) == 'speak break time equals "three s" slash Hi and amp; b bye slash b slash speak'
+    assert said(text) == ('speak break time equals "three s" slash Hi and amp; b bye slash b '
+                          "slash speak")
 
 
 # --- expansion ------------------------------------------------------------------------------
@@ -346,6 +347,7 @@ def test_request_models_validate_with_the_same_rules() -> None:
 
 
 # --- fuzz -----------------------------------------------------------------------------------
+#: All of Unicode, surrogates, controls, private use and unassigned code points included.
 ANY_UNICODE = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)
 SPEAKABLE = st.sampled_from([
     "the", "Dr.", "Mr.", "St.", "etc.", "e.g.", "vs", "No.", "$", "£", "€", "¢", "%", "#", "°C",

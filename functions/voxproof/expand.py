@@ -37,8 +37,8 @@ already says the same words, the same spelling is produced so the phoneme ids ma
 num2words (LGPL-2.1, a coqui-tts dependency) supplies the number words.
 
 Example:
-    >>> expand("It costs $4.50 at 7:30 pm, e.g. on March 5, 2024.")
-    'It costs four dollars and fifty cents at seven thirty p.m, for example on March fifth, twenty twenty four.'
+    >>> expand("$4.50 at 7:30 pm, e.g. on March 5, 2024.")
+    'four dollars and fifty cents at seven thirty p.m, for example on March fifth, twenty twenty four.'
 """
 
 from __future__ import annotations
@@ -365,7 +365,8 @@ def _abbreviation(m: re.Match[str]) -> str:
 
 _SYMBOLS: Final = {
     "&": "and", "@": "at", "+": "plus", "=": "equals", "/": "slash", "\\": "backslash",
-    "×": "times", "°": "degrees", "$": "dollars", "£": "pounds", "€": "euros", "¢": "cents", "%": "percent",
+    "×": "times", "°": "degrees", "$": "dollars", "£": "pounds", "€": "euros", "¢": "cents",
+    "%": "percent",
 }
 
 
