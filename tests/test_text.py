@@ -209,6 +209,7 @@ EXPANSIONS = [
     ("card 1234567890123456", ("card one two three four five six seven eight nine zero one two "
                               "three four five six")),
     ("version 1.2.3", "version one point two point three"),
+    ("1,000,000,000,000,000,000 reasons", "one quintillion reasons"),
     # ordinals, percentages, decades, ranges, phone numbers
     ("He came 1st and 22nd", "He came first and twenty second"),
     ("the 101st day", "the one-hundred first day"),
@@ -220,6 +221,9 @@ EXPANSIONS = [
     ("won 3-2", "won three to two"),
     ("from 2019–2020", "from twenty nineteen to twenty twenty"),
     ("call 555-1234", "call five five five, one two three four"),
+    ("call (555) 123-4567", "call five five five, one two three, four five six seven"),
+    ("a 3:2 ratio", "a three to two ratio"),
+    ("read pp. 10-15", "read pages ten to fifteen"),
     # money
     ("It costs $4.50.", "It costs four dollars and fifty cents."),
     ("$1", "one dollar"),
@@ -227,6 +231,8 @@ EXPANSIONS = [
     ("$0.99", "ninety nine cents"),
     ("$0.01", "one cent"),
     ("$1.5 million", "one point five million dollars"),
+    ("$2.5B raised", "two point five billion dollars raised"),
+    ("a $40k salary", "a forty thousand dollars salary"),
     ("£20", "twenty pounds"),
     ("£1.01", "one pound and one penny"),
     ("€15", "fifteen euros"),
@@ -245,6 +251,7 @@ EXPANSIONS = [
     ("on Jan. 1st", "on January first"),
     ("on 5 March 2024", "on the fifth of March twenty twenty four"),
     ("in March 2024", "in March twenty twenty four"),
+    ("in Oct. 2022", "in October twenty twenty two"),
     # times
     ("at 7:30", "at seven thirty"),
     ("at 7:30 pm", "at seven thirty p.m"),

@@ -65,17 +65,21 @@ OUTPUT_CHARACTERS: Final = frozenset(
 )
 #: Integers with more digits than this are read digit by digit (account and card numbers).
 MAX_CARDINAL_DIGITS: Final = 15
+#: ... unless grouped with commas, up to this many (num2words names groups to sextillions).
+MAX_GROUPED_DIGITS: Final = 21
 
 _DIGIT_WORDS: Final = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                        "nine")
 _MONTHS: Final = ("January", "February", "March", "April", "May", "June", "July", "August",
                   "September", "October", "November", "December")
-_MONTH_BY_PREFIX: Final = {m[:3].lower(): m for m in _MONTHS} | {"sept": "September"}
+_MONTH_BY_PREFIX: Final = {m[:3].lower(): m for m in _MONTHS}
 _YEAR_CUES: Final = frozenset({
     "in", "by", "since", "from", "until", "till", "to", "of", "year", "years", "circa",
     "before", "after", "during", "around", "early", "late", "mid", "spring", "summer",
     "autumn", "fall", "winter", "between", "and",
 }) | {m.lower() for m in _MONTHS}
+_SCALE_LETTERS: Final = {"k": "thousand", "K": "thousand", "M": "million", "B": "billion",
+                          "bn": "billion", "T": "trillion"}
 _CURRENCIES: Final = {  # symbol: (unit, units, subunit, subunits)
     "$": ("dollar", "dollars", "cent", "cents"),
     "£": ("pound", "pounds", "penny", "pence"),
@@ -105,9 +109,10 @@ _RULES: Final = re.compile(
     rf"""
     (?P<iso>(?<![\d-])(?P<iso_y>\d{{4}})-(?P<iso_m>\d\d)-(?P<iso_d>\d\d)(?![\d-]))
   | (?P<us>(?<![\d/])(?P<us_m>\d{{1,2}})/(?P<us_d>\d{{1,2}})/(?P<us_y>\d{{4}})(?![\d/]))
-  | (?P<phone>(?<![\d-])\d{{3}}(?:-\d{{3}})?-\d{{4}}(?![\d-]))
+  | (?P<phone>(?:\(\d{{3}}\)\s?|(?<![\d-]))(?:\d{{3}}-)?\d{{3}}-\d{{4}}(?![\d-]))
   | (?P<md>\b(?P<md_m>{_MONTH_NAME})\.?\s(?P<md_d>\d{{1,2}}){_ORD}?\b
         (?:(?P<md_sep>,?\s)(?P<md_y>\d{{4}})\b)?)
+  | (?P<my>\b(?P<my_m>{_MONTH_NAME})\.?\s(?P<my_y>\d{{4}})\b)
   | (?P<dm>(?<![\d.,])\b(?P<dm_d>\d{{1,2}}){_ORD}?\s(?:of\s)?(?P<dm_m>{_MONTH_NAME})\b
         (?:(?P<dm_sep>,?\s)(?P<dm_y>\d{{4}})\b)?)
   | (?P<time>(?<![\d.:,])(?P<t_h>\d{{1,2}}):(?P<t_m>\d\d)(?::(?P<t_s>\d\d))?(?![\d:])
@@ -115,18 +120,18 @@ _RULES: Final = re.compile(
   | (?P<clock>(?<![\d.:,])(?P<c_h>\d{{1,2}})\s?(?P<c_ap>[AaPp])\.?[Mm](?P<c_dot>\.)?
         (?![A-Za-z]))
   | (?P<money>(?P<cur>[$£€])\s?(?P<m_neg>-)?(?P<m_num>{_NUM})
-        (?:\s?(?P<m_scale>thousand|million|billion|trillion)\b)?)
+        (?:\s?(?P<m_scale>thousand|million|billion|trillion|bn|[kKMBT])\b)?)
   | (?P<cents>(?<![\d.])(?P<c_num>\d+)\s?¢)
   | (?P<pct>(?P<p_neg>(?<![\w.,])-)?(?P<p_num>{_NUM})\s?%)
   | (?P<ord>(?<![\d.,])(?P<o_num>\d{{1,3}}(?:,\d{{3}})+|\d+)(?i:{_ORD})\b)
   | (?P<decade>(?<![\d.,])'?(?P<dec>\d{{1,3}}0)'?s\b)
-  | (?P<range>(?<![\d.,-])(?P<r_a>{_NUM})\s?[-–]\s?(?P<r_b>{_NUM})(?![\d.,]?\d))
+  | (?P<range>(?<![\d.,:-])(?P<r_a>{_NUM})\s?[-–:]\s?(?P<r_b>{_NUM})(?![\d.,:]?\d))
   | (?P<num>(?P<n_neg>(?<![^\s("'])-)?(?P<n_num>{_NUM}))
-  | (?P<abbr>\b(?P<a_word>(?i:mrs|mr|ms|dr|prof|mt|jr|sr|approx|etc|vs)|St|No)\.
+  | (?P<abbr>\b(?P<a_word>(?i:mrs|mr|ms|dr|prof|mt|jr|sr|approx|etc|vs)|St|No|pp)\.
         |\b(?P<a_phrase>(?i:e\.g|i\.e))\b\.?|\b(?P<a_bare>(?i:vs|etc))\b)
   | (?P<sym>[&@+=/\\#°×<>|_^`*~$£€¢%])
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,  # digits are 0-9 only (text.py has NFKC-mapped the others or refused)
 )
 
 
@@ -179,10 +184,12 @@ def digits(s: str) -> str:
 def number(s: str) -> str:
     """A numeral as written (``"1,250"``, ``"3.14"``, ``".5"``, ``"007"``) in words."""
     whole, _, fraction = s.replace(",", "").partition(".")
-    if len(whole) > 1 and whole.startswith("0") or len(whole) > MAX_CARDINAL_DIGITS:
+    grouped = "," in s  # 1,000,000,000,000,000 is clearly one number, however long
+    if len(whole) > 1 and whole.startswith("0") or len(whole) > (
+            MAX_GROUPED_DIGITS if grouped else MAX_CARDINAL_DIGITS):
         spoken = digits(whole)
     else:
-        spoken = cardinal(int(whole)) if whole else ""
+        spoken = _words(num2words(int(whole), lang="en")) if whole else ""
     if "." in s:
         spoken = f"{spoken} point {digits(fraction)}".strip()
     return spoken
@@ -227,7 +234,7 @@ def _us(m: re.Match[str]) -> str:
 
 
 def _phone(m: re.Match[str]) -> str:
-    return ", ".join(digits(group) for group in m.group(0).split("-"))
+    return ", ".join(digits(group) for group in re.split(r"[-)]\s?", m.group(0).lstrip("(")))
 
 
 def _month_day(m: re.Match[str]) -> str:
@@ -236,6 +243,10 @@ def _month_day(m: re.Match[str]) -> str:
     said = _date(_MONTHS.index(month) + 1, int(m["md_d"]), year_, m["md_sep"] or "")
     return said or f"{month} {number(m['md_d'])}" + (
         f"{m['md_sep']}{year(year_)}" if year_ is not None else "")
+
+
+def _month_year(m: re.Match[str]) -> str:
+    return f"{_MONTH_BY_PREFIX[m['my_m'][:3].lower()]} {year(int(m['my_y']))}"
 
 
 def _day_month(m: re.Match[str]) -> str:
@@ -282,7 +293,8 @@ def _money(m: re.Match[str]) -> str:
     raw = m["m_num"].replace(",", "")
     whole, _, fraction = raw.partition(".")
     if m["m_scale"]:
-        return f"{minus}{number(m['m_num'])} {m['m_scale']} {units}"
+        scale = _SCALE_LETTERS.get(m["m_scale"], m["m_scale"])
+        return f"{minus}{number(m['m_num'])} {scale} {units}"
     if len(fraction) > 2 or len(whole) > MAX_CARDINAL_DIGITS:
         return f"{minus}{number(m['m_num'])} {units}"
     amount = int(whole or "0")
@@ -349,8 +361,9 @@ def _abbreviation(m: re.Match[str]) -> str:
                             _ENDINGS.get((m["a_bare"] or "").lower(), ""))
     word = m["a_word"]
     key = word.lower()
-    if word == "No":
-        return "number" if re.match(r"\s?\d", text[end:end + 2]) else m.group(0)
+    if word in ("No", "pp"):
+        said = "number" if word == "No" else "pages"
+        return said if re.match(r"\s?\d", text[end:end + 2]) else m.group(0)
     if word == "St":
         before = text[max(0, m.start() - 24):m.start()]
         if re.match(r"\s[A-Z]", text[end:end + 2]) and not re.search(r"[A-Z][a-z]*\s$", before):
@@ -378,7 +391,8 @@ def _symbol(m: re.Match[str]) -> str:
 
 
 _EXPANDERS: Final = {
-    "iso": _iso, "us": _us, "phone": _phone, "md": _month_day, "dm": _day_month,
+    "iso": _iso, "us": _us, "phone": _phone, "md": _month_day, "my": _month_year,
+    "dm": _day_month,
     "time": _time, "clock": _clock, "money": _money, "cents": _cents, "pct": _percent,
     "ord": _ordinal, "decade": _decade, "range": _range, "num": _number,
     "abbr": _abbreviation, "sym": _symbol,
