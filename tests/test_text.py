@@ -161,6 +161,12 @@ def test_harmless_invisibles_are_removed_and_reported(char: str, reason: str) ->
     assert prepared.removed[0].name == unicodedata.name(char)
 
 
+def test_pieces_without_letters_are_dropped() -> None:
+    prepared = prepare("...\n\nHello. Bye.\n\n!!!", max_chars=LIMIT)
+    assert prepared.pieces == ("Hello.", "Bye.")
+    assert prepared.normalized == "...\nHello. Bye.\n!!!"
+
+
 def test_line_breaks_become_spaces_and_blank_lines_paragraphs() -> None:
     prepared = prepare("Dear team\r\nthe build\tis green\n\n  Thanks\u2028all\u2029Bye",
                        max_chars=LIMIT)
@@ -376,6 +382,7 @@ def _assert_well_formed(text: str, prepared: PreparedText) -> None:
     assert prepared.pieces
     for piece in prepared.pieces:
         assert 0 < len(piece) <= MAX_PIECE_CHARS
+        assert any(c.isalpha() for c in piece)
         assert set(piece) <= PIECE_CHARACTERS, set(piece) - PIECE_CHARACTERS
         assert piece == piece.strip()
     assert set(prepared.normalized) <= PIECE_CHARACTERS | {"\n"}

@@ -144,7 +144,7 @@ def prepare(text: str, *, max_chars: int) -> PreparedText:
     Returns
     -------
     PreparedText
-        Pieces that hold only :data:`PIECE_CHARACTERS` and at least one letter overall.
+        Pieces that hold only :data:`PIECE_CHARACTERS`, each at least one letter.
 
     Raises
     ------
@@ -168,8 +168,8 @@ def prepare(text: str, *, max_chars: int) -> PreparedText:
     normalized = _normalize(text, kept, positions)
     paragraphs = [expand(_SPACES.sub(" ", p).strip()) for p in _PARAGRAPH_BREAK.split(normalized)]
     paragraphs = [p for p in paragraphs if p]
-    pieces = tuple(piece for p in paragraphs for piece in _split(p))
-    if not any(c.isalpha() for piece in pieces for c in piece):
+    pieces = tuple(piece for p in paragraphs for piece in _split(p) if _has_letter(piece))
+    if not pieces:
         raise TextEmpty("text has nothing to speak (no letters or digits)")
     return PreparedText("\n".join(paragraphs), pieces, tuple(removed))
 
@@ -293,6 +293,10 @@ def _unsupported(text: str, kept: list[str], positions: list[int], run: list[int
 
 
 # --- step 5: sentences, clauses, pieces -----------------------------------------------------
+def _has_letter(piece: str) -> bool:
+    return any(c.isalpha() for c in piece)
+
+
 def _split(paragraph: str) -> list[str]:
     pieces: list[str] = []
     start = 0
