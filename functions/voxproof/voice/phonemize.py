@@ -17,11 +17,17 @@ Two differences between this library and Piper's bundled espeak-ng are bridged:
 
 - This build has no ``espeak_TextToPhonemesWithTerminator``. The terminator and the sentence
   flag are read from the text espeak-ng consumed for the clause (it reads one character ahead,
-  which is held for the next clause): the first mark of the clause's final punctuation run,
-  ``...`` being no terminator and not a sentence end, ``—``/``–`` being ``;``.
+  which is held for the next clause): the first mark of the clause's final punctuation run
+  after a letter or digit, ``...`` being no terminator and not a sentence end, ``—``/``–``
+  being ``;``.
 - Piper's espeak-ng writes the linking phoneme ``;`` (a glide after /i/ before a vowel, as in
   "three apples") as ``ʲ``; 1.52.0 writes nothing. A second pass in espeak's own phoneme
   mnemonics locates every ``;`` and the ``ʲ`` is put back in its place.
+
+What remains is espeak-ng's data: on 5,000 paragraphs of raw English (licence texts and package
+descriptions, ``scripts/compare_phonemizer.py``) 98.5 % come out identical to Piper's; the
+rest differ in a dictionary entry ("has been": hˈæzbiːn vs hɐzbɪn) or split ``word.word``
+tokens (file names, URLs) into sentences where 1.52.0 does not.
 
 espeak-ng is global state: one library per process, initialized once, every call under one
 lock, and input bounded (:data:`MAX_TEXT_CHARS`). Phonemes the id map lacks are skipped, as
