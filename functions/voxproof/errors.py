@@ -62,13 +62,45 @@ class TextTooLong(TextError):
 
 
 class ForbiddenCharacter(TextError):
-    """A control, format (bidi, zero-width), private-use or unassigned character."""
+    """A control, format (bidi, zero-width), private-use or unassigned character.
+
+    Details: ``position`` (index in the caller's string), ``code_point`` (``"U+202E"``) and
+    ``name`` (the Unicode name); never the surrounding text.
+    """
 
     code = "forbidden_character"
 
 
+class ControlCharacter(ForbiddenCharacter):
+    """A C0/C1 control other than tab, line feed and carriage return."""
+
+    code = "control_character"
+
+
+class FormatCharacter(ForbiddenCharacter):
+    """An invisible format character: bidi override/embedding/isolate/mark, tag, etc."""
+
+    code = "format_character"
+
+
+class PrivateUseCharacter(ForbiddenCharacter):
+    code = "private_use_character"
+
+
+class SurrogateCharacter(ForbiddenCharacter):
+    """A lone UTF-16 surrogate: not a character at all."""
+
+    code = "surrogate_character"
+
+
+class UnassignedCharacter(ForbiddenCharacter):
+    """A code point Unicode has not assigned (or a noncharacter such as U+FFFE)."""
+
+    code = "unassigned_character"
+
+
 class UnsupportedCharacter(TextError):
-    """A character outside the language's allow-list."""
+    """A character outside the language's allow-list (same details as ForbiddenCharacter)."""
 
     code = "unsupported_character"
 
