@@ -1,7 +1,5 @@
-from pathlib import Path
 
 import pytest
-
 from voxproof.errors import TextTooLong, VoxproofError
 from voxproof.settings import Settings
 
