@@ -19,9 +19,10 @@
 # TLS: pip inside the build trusts BUILD_CA_BUNDLE (default: the host's bundle, which here holds
 # the egress proxy's CA), passed as a build secret.
 #
-# Model layer: layers/model. PLACEHOLDER until issue 2 lands: when scripts/build_model_layer.py
-# exists and layers/model/manifest.json's files are missing, it is run first; an absent layer is
-# built into the image as an empty folder, with a warning.
+# Model layer: layers/model, built first with scripts/build_model_layer.py unless it already
+# verifies (`voxproof layer verify`), by LAYER_PYTHON (default .venv/bin/python, the venv
+# scripts/dev.sh makes; the build needs the project's dependencies, and the manifest pins the
+# torch it was built with). The image build verifies it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -107,6 +108,18 @@ base_python_tag() {  # cp311, cp312, ... of the base's python3
   esac
 }
 
+# --- the model layer ----------------------------------------------------------------------------
+model_layer() {
+  local py=${LAYER_PYTHON:-.venv/bin/python}
+  [ -x "$py" ] || py=python3
+  if PYTHONPATH=functions "$py" -m voxproof layer verify layers/model >/dev/null 2>&1; then
+    say "model layer: layers/model verifies"
+  else
+    say "model layer: building with $py scripts/build_model_layer.py"
+    "$py" scripts/build_model_layer.py
+  fi
+}
+
 # --- the context --------------------------------------------------------------------------------
 LOCK=functions/requirements.lock
 assemble_context() {
@@ -116,18 +129,9 @@ assemble_context() {
   cp functions/Dockerfile functions/*.lock "$ctx/functions/"
   (cd functions && tar --exclude=__pycache__ --exclude='*.pyc' -cf - voxproof) | tar -C "$ctx/functions" -xf -
 
-  if [ -f scripts/build_model_layer.py ] && [ -f layers/model/manifest.json ] \
-    && [ "$(find layers/model -type f | wc -l)" -le 1 ]; then
-    say "building the model layer (scripts/build_model_layer.py)"
-    python3 scripts/build_model_layer.py
-  fi
-  if [ -d layers/model ]; then
-    cp -r layers/model "$ctx/layers/model"
-    chmod -R a+rX,go-w "$ctx/layers/model"
-  else
-    loud "PLACEHOLDER: layers/model does not exist yet; the image gets an EMPTY /opt/voxproof/model"
-    mkdir -p "$ctx/layers/model"
-  fi
+  model_layer
+  cp -r layers/model "$ctx/layers/model"
+  chmod -R a+rX,go-w "$ctx/layers/model"
 
   torch_pin=$(sed -n 's/^torch==\([^ ]*\).*/\1/p' "$LOCK")
   pytag=$(base_python_tag)

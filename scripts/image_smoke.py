@@ -7,7 +7,8 @@ Called by scripts/image_smoke.sh, which prepares the buildah working container. 
    root, writable /tmp, the image's non-root USER) with the probe handler
    (scripts/image_smoke_probe.py) wrapping the image's CMD handler;
 3. sends: a sandbox probe (asserts non-root, EROFS outside /tmp, caches under /tmp), an import
-   probe (torch + Coqui VITS load), ``GET /v1/health`` through the CMD handler, then
+   probe (torch + Coqui VITS load), a voice probe (the image's layer verifies, the engine loads
+   and makes non-silent audio), ``GET /v1/health`` through the CMD handler, then
    ``POST /v1/speech`` and ``POST /v1/verify`` on its audio, unless the health answer says the
    handler is still the placeholder;
 4. prints the cold start: launcher start to the runtime's first poll (init) and to the first
@@ -121,6 +122,18 @@ def check_imports(api: LambdaRuntimeAPI, wait_s: float) -> dict[str, Any]:
     return found
 
 
+def check_voice(api: LambdaRuntimeAPI, wait_s: float) -> dict[str, Any]:
+    """The image's model layer verifies, loads and speaks (CPU torch, read-only root)."""
+    print("voice probe (verify layer, load engine, first audio)")
+    outcome = api.invoke_and_wait({"voxproof_smoke": "voice"}, timeout_ms=300_000, wait_s=wait_s)
+    check(outcome.ok, f"layer verified, engine loaded, audio made: {outcome.body[:400]!r}")
+    voice = outcome.json()
+    check(voice["files"] >= 1, f"the layer in {voice['model_dir']} lists {voice['files']} files")
+    check(voice["finite"] and voice["audio_s"] > 0.5, f"{voice['audio_s']} s of finite audio")
+    check(voice["rms"] > 1e-3, f"the audio is not silent (rms {voice['rms']:.4f})")
+    return voice
+
+
 def check_api(api: LambdaRuntimeAPI, wait_s: float) -> bool:
     """Health, then speech -> verify through the CMD handler; False if it is the placeholder."""
     print("GET /v1/health through the image's CMD handler")
@@ -184,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
             ready = api.wait_ready(args.wait_s)
             first = check_sandbox(api, args.wait_s)
             imports = check_imports(api, args.wait_s)
+            voice = check_voice(api, args.wait_s)
             full = check_api(api, args.wait_s)
             check(runtime.alive(), "the runtime is still running after all requests")
         except Exception:
@@ -199,6 +213,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"  torch import in the image          {imports['torch_import_s']:6.2f} s")
     print(f"  torch + Coqui VITS import          {imports['torch_and_vits_import_s']:6.2f} s")
+    print(f"  verify layer ({voice['files']} files)            {voice['verify_s']:6.2f} s")
+    print(f"  load engine                        {voice['load_s']:6.2f} s")
+    print(f"  first audio ({voice['audio_s']:.2f} s of speech)     {voice['first_audio_s']:6.2f} s")
+    print(f"  peak RSS of the runtime process    {voice['peak_rss_mb']:6d} MB")
     print("smoke: PASSED" + ("" if full else " (placeholder handler: speech/verify not run)"))
     return 0
 

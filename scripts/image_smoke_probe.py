@@ -7,7 +7,10 @@ and the file system is measured in the very process that serves the requests:
 * ``{"voxproof_smoke": "sandbox"}``: uid/gid, which writes fail and how (EROFS versus EACCES),
   where every cache and temp variable points;
 * ``{"voxproof_smoke": "imports"}``: imports torch and Coqui's VITS and times it (the heavy part
-  of a real cold start, with the image's precompiled bytecode on a read-only root).
+  of a real cold start, with the image's precompiled bytecode on a read-only root);
+* ``{"voxproof_smoke": "voice"}``: verifies the image's model layer, loads the engine and
+  synthesizes a fixed phoneme sequence (the model half of a cold start, as
+  scripts/bench_model_load.py times it on a checkout).
 
 Every other event goes to the delegate unchanged.
 """
@@ -96,6 +99,36 @@ def _imports() -> dict[str, Any]:
     }
 
 
+def _voice() -> dict[str, Any]:
+    import resource
+
+    import numpy as np
+    from voxproof.settings import Settings
+    from voxproof.voice.engine import load_engine
+    from voxproof.voice.layer import verify_layer
+
+    settings = Settings()
+    start = time.perf_counter()
+    layer = verify_layer(settings.model_dir, manifest_sha256=settings.model_manifest_sha256)
+    verified = time.perf_counter()
+    engine = load_engine(layer, threads=settings.torch_threads)
+    loaded = time.perf_counter()
+    phonemes = [20, 59, 24, 27, 3] * 8  # bos=1, each phoneme then pad=0, eos=2 (Piper ids)
+    audio = engine.infer([1, 0, *[v for p in phonemes for v in (p, 0)], 2], seed=0)
+    done = time.perf_counter()
+    return {
+        "model_dir": str(settings.model_dir),
+        "files": len(layer.manifest.files),
+        "verify_s": round(verified - start, 3),
+        "load_s": round(loaded - verified, 3),
+        "first_audio_s": round(done - loaded, 3),
+        "audio_s": round(len(audio) / engine.sample_rate, 3),
+        "rms": float(np.sqrt(np.mean(np.square(audio)))),
+        "finite": bool(np.isfinite(audio).all()),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
 def handler(event: Any, context: Any) -> Any:
     """Probe events answered here; everything else goes to the image's CMD handler."""
     probe = event.get("voxproof_smoke") if isinstance(event, dict) else None
@@ -103,4 +136,6 @@ def handler(event: Any, context: Any) -> Any:
         return _sandbox()
     if probe == "imports":
         return _imports()
+    if probe == "voice":
+        return _voice()
     return _DELEGATE(event, context)
