@@ -142,11 +142,23 @@ def _seconds(value: str) -> float:
 _SUBCOMMANDS: list = [_add_synth, _add_layer]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it; always sys.stderr
+        pass
+
+
 def _log_to_stderr() -> None:
     """voxproof's own progress notes and warnings (never text or secrets) on stderr."""
     logger = logging.getLogger("voxproof")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("voxproof: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
