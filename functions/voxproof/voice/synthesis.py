@@ -222,7 +222,7 @@ class Voice:
         """
         prepared = prepare(text, max_chars=max_chars)
         units = self._units(prepared.pieces)
-        if not self._lock.acquire(timeout=deadline.remaining()):
+        if not self._lock.acquire(timeout=min(deadline.remaining(), threading.TIMEOUT_MAX)):
             raise DeadlineTooShort("the voice was busy until the time ran out; try again")
         try:
             self._check_budget(units, deadline)
