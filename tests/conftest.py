@@ -136,6 +136,10 @@ def piper_reference():
 
 # --- the voice ------------------------------------------------------------------------------
 
+#: onnxruntime's seed for the piper-tts reference voice.
+PIPER_SEED = 2024
+
+
 @pytest.fixture(scope="session")
 def default_voice(default_engine, phonemizer):
     """The default voice as ``load_voice`` builds it, on the session's engine, calibrated once."""
@@ -146,7 +150,12 @@ def default_voice(default_engine, phonemizer):
 
 @pytest.fixture(scope="session")
 def piper_voice(voice_wheel, tmp_path_factory):
-    """piper-tts's own ``PiperVoice`` on the pinned wheel's ONNX (a test-only reference)."""
+    """piper-tts's own ``PiperVoice`` on the pinned wheel's ONNX (a test-only reference).
+
+    onnxruntime is seeded before the session exists (its random kernels take their seeds when
+    they are created), so the voice's noise is the same in every run.
+    """
+    import onnxruntime
     from piper import PiperVoice
     from voxproof.voice.convert import read_voice
 
@@ -154,4 +163,5 @@ def piper_voice(voice_wheel, tmp_path_factory):
     folder = tmp_path_factory.mktemp("piper")
     (folder / "voice.onnx").write_bytes(voice.onnx)
     (folder / "voice.onnx.json").write_text(json.dumps(voice.config), encoding="utf-8")
+    onnxruntime.set_seed(PIPER_SEED)
     return PiperVoice.load(folder / "voice.onnx", folder / "voice.onnx.json")
