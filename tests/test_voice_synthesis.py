@@ -238,13 +238,15 @@ def test_concurrent_requests_get_the_same_audio_as_one_by_one(default_voice):
 # --- calibration and loading ------------------------------------------------------------------
 
 
-def test_calibration_fits_cost_per_call_and_per_id(default_voice):
-    clock = ManualClock()
-    engine = WatchedEngine(default_voice.engine, clock=clock, cost=lambda n: 0.02 + 0.003 * n)
-    model = calibrate(engine, default_voice.phonemizer, clock=clock)
+def test_calibration_fits_cost_per_call_and_per_id_and_ignores_a_stall(default_voice):
     short, long = (len(default_voice.phonemizer.to_ids(t).sentences[0])
                    for t in CALIBRATION_TEXTS)
-    assert engine.calls == [short, short, long]  # warm-up, then one timed call each
+    clock = ManualClock()
+    stalls = iter([0.0, 5.0, 0.0, 0.0, 9.0])  # one stall on each sentence's timed calls
+    engine = WatchedEngine(default_voice.engine, clock=clock,
+                           cost=lambda n: 0.02 + 0.003 * n + next(stalls))
+    model = calibrate(engine, default_voice.phonemizer, clock=clock)
+    assert engine.calls == [short, short, short, long, long]  # warm-up, then two timed each
     assert model.per_call_s == pytest.approx(0.02) and model.per_id_s == pytest.approx(0.003)
     assert model.estimate(100) == pytest.approx(1.5 * (0.02 + 0.3))
 
