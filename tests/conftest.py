@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 from collections.abc import Iterator
@@ -131,3 +132,36 @@ def piper_reference():
     from piper.phonemize_espeak import EspeakPhonemizer
 
     return EspeakPhonemizer()
+
+
+# --- the voice ------------------------------------------------------------------------------
+
+#: onnxruntime's seed for the piper-tts reference voice.
+PIPER_SEED = 2024
+
+
+@pytest.fixture(scope="session")
+def default_voice(default_engine, phonemizer):
+    """The default voice as ``load_voice`` builds it, on the session's engine, calibrated once."""
+    from voxproof.voice.synthesis import Voice, calibrate
+
+    return Voice(default_engine, phonemizer, calibrate(default_engine, phonemizer))
+
+
+@pytest.fixture(scope="session")
+def piper_voice(voice_wheel, tmp_path_factory):
+    """piper-tts's own ``PiperVoice`` on the pinned wheel's ONNX (a test-only reference).
+
+    onnxruntime is seeded before the session exists (its random kernels take their seeds when
+    they are created), so the voice's noise is the same in every run.
+    """
+    import onnxruntime
+    from piper import PiperVoice
+    from voxproof.voice.convert import read_voice
+
+    voice = read_voice(voice_wheel)
+    folder = tmp_path_factory.mktemp("piper")
+    (folder / "voice.onnx").write_bytes(voice.onnx)
+    (folder / "voice.onnx.json").write_text(json.dumps(voice.config), encoding="utf-8")
+    onnxruntime.set_seed(PIPER_SEED)
+    return PiperVoice.load(folder / "voice.onnx", folder / "voice.onnx.json")

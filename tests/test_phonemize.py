@@ -133,3 +133,33 @@ def test_runs_without_piper_installed() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={"PYTHONPATH": str(functions)})
     assert out.stdout.strip() == "((1, 0, 20, 0, 120, 0, 14, 0, 74, 0, 10, 0, 2),)"
+
+
+def _inner(ids: tuple[int, ...]) -> list[int]:
+    return list(ids[2:-1])  # without "^ _" in front and "$" behind
+
+
+def test_long_sentences_are_cut_to_max_ids_at_word_boundaries(phonemizer: Phonemizer) -> None:
+    text = "The quick brown fox jumps over the lazy dog and runs far away into the dark forest."
+    (whole,) = phonemizer.to_ids(text).sentences
+    parts = phonemizer.to_ids(text, max_ids=60).sentences
+    assert len(parts) > 1 and all(len(p) <= 60 for p in parts)
+    assert all(p[:2] == whole[:2] and p[-1] == whole[-1] for p in parts)  # each one framed
+    gap = [*phonemizer.id_map[" "], *phonemizer.id_map["_"]]  # the dropped space at each cut
+    joined = _inner(parts[0])
+    for part in parts[1:]:
+        joined += gap + _inner(part)
+    assert joined == _inner(whole)
+    assert phonemizer.to_ids(text, max_ids=len(whole)).sentences == (whole,)
+
+
+def test_a_word_longer_than_max_ids_is_cut_between_phonemes(phonemizer: Phonemizer) -> None:
+    (whole,) = phonemizer.to_ids("Supercalifragilisticexpialidocious.").sentences
+    parts = phonemizer.to_ids("Supercalifragilisticexpialidocious.", max_ids=15).sentences
+    assert all(len(p) <= 15 for p in parts)
+    assert [i for p in parts for i in _inner(p)] == _inner(whole)
+
+
+def test_max_ids_must_hold_a_framed_phoneme(phonemizer: Phonemizer) -> None:
+    with pytest.raises(ValueError):
+        phonemizer.to_ids("Hi.", max_ids=4)

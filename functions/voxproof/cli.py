@@ -8,15 +8,19 @@ stderr with their code, exit status 2. Nothing else is caught here: a bug shows 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from voxproof import __version__
-from voxproof.errors import LayerCheckFailed, VoxproofError
+from voxproof.errors import LayerCheckFailed, RequestError, VoxproofError
 from voxproof.settings import get_settings
 
 EXIT_USER_ERROR = 2
+DEFAULT_DEADLINE_S = 120.0
+"""``voxproof synth --deadline-s`` default: seconds for the synthesis once the voice is loaded."""
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -93,12 +97,77 @@ def _cmd_layer_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-_SUBCOMMANDS: list = [_add_layer]
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    synth = sub.add_parser("synth", help="speak text into a 16-bit WAV file")
+    synth.add_argument("text", nargs="?", help="what to say (or use --text-file)")
+    synth.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
+    synth.add_argument("-o", "--out", type=Path, required=True, help="the .wav file to write")
+    synth.add_argument(
+        "--deadline-s", type=_seconds, default=DEFAULT_DEADLINE_S, metavar="S",
+        help=f"time budget for the synthesis once the voice is loaded (default "
+             f"{DEFAULT_DEADLINE_S:g}); too little is refused before any work",
+    )
+    synth.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from voxproof.synth import read_text_file, synth_to_wav
+
+    settings = get_settings()
+    if (args.text is None) == (args.text_file is None):
+        raise RequestError("give the text either as an argument or with --text-file")
+    text = args.text if args.text_file is None else read_text_file(
+        args.text_file, max_chars=settings.max_text_chars_sync)
+    speech = synth_to_wav(text, args.out, settings=settings, deadline_s=args.deadline_s)
+    for removal in speech.removed:
+        print(f"note: removed {removal.code_point} ({removal.reason}) at position "
+              f"{removal.position}", file=sys.stderr)
+    print(
+        f"wrote {args.out}: {speech.duration_s:.2f} s, {speech.sample_rate} Hz 16-bit WAV, "
+        f"voice {speech.voice}, model manifest sha256 {speech.manifest_sha256}"
+    )
+    return 0
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds")
+    return seconds
+
+
+_SUBCOMMANDS: list = [_add_synth, _add_layer]
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it; always sys.stderr
+        pass
+
+
+def _log_to_stderr() -> None:
+    """voxproof's own progress notes and warnings (never text or secrets) on stderr."""
+    logger = logging.getLogger("voxproof")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("voxproof: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = _build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
         return int(args.func(args) or 0)
     except VoxproofError as err:

@@ -99,6 +99,12 @@ class UnassignedCharacter(ForbiddenCharacter):
     code = "unassigned_character"
 
 
+class TextNotUtf8(TextError):
+    """A text file (``voxproof synth --text-file``) that is not valid UTF-8."""
+
+    code = "text_not_utf8"
+
+
 class UnsupportedCharacter(TextError):
     """A character outside the language's allow-list (same details as ForbiddenCharacter)."""
 
@@ -316,6 +322,18 @@ class RequestError(VoxproofError):
 
     code = "invalid_request"
     status = 400
+
+
+class InputUnreadable(RequestError):
+    """A named input file (``--text-file``) is missing or cannot be read."""
+
+    code = "input_unreadable"
+
+
+class OutputError(RequestError):
+    """An output path that cannot be written: unsupported suffix, missing folder, no permission."""
+
+    code = "invalid_output"
 
 
 class NotFound(VoxproofError):

@@ -52,6 +52,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
 from voxproof.errors import LayerError
@@ -115,6 +116,11 @@ class Phonemizer:
         self._id_map = _checked_map(id_map)
         self._voice = voice
 
+    @property
+    def id_map(self) -> Mapping[str, tuple[int, ...]]:
+        """The voice's phoneme id map (symbol -> ids), as checked at construction."""
+        return MappingProxyType(self._id_map)
+
     def phonemize(self, text: str) -> list[list[str]]:
         """Piper's phonemes of *text*, one list per sentence (empty sentences dropped)."""
         sentences: list[list[str]] = []
@@ -130,16 +136,50 @@ class Phonemizer:
         sentences.append(current)
         return [s for s in sentences if s]
 
-    def to_ids(self, text: str) -> PhonemeIds:
-        """The voice's ids for *text*: one framed sequence per sentence."""
+    def to_ids(self, text: str, *, max_ids: int | None = None) -> PhonemeIds:
+        """The voice's ids for *text*: one framed sequence per sentence.
+
+        With ``max_ids``, a sentence whose framed ids would be longer is cut into several
+        framed sequences of at most ``max_ids`` ids, at the last word boundary that fits (else
+        between phonemes); the space at a cut is dropped.
+        """
         unknown: Counter[str] = Counter()
         sentences = tuple(
-            phonemes_to_ids(phonemes, self._id_map, unknown) for phonemes in self.phonemize(text)
+            phonemes_to_ids(chunk, self._id_map, unknown)
+            for phonemes in self.phonemize(text)
+            for chunk in self._chunks(phonemes, max_ids)
         )
         if unknown:
             _LOG.warning("phonemes missing from the id map: %s",
                          ", ".join(f"U+{ord(p[0]):04X}x{n}" for p, n in unknown.items()))
         return PhonemeIds(sentences, tuple(sorted(unknown.items())))
+
+    def _chunks(self, phonemes: list[str], max_ids: int | None) -> list[list[str]]:
+        """*phonemes* cut so that each part's framed ids fit in ``max_ids``."""
+        if max_ids is None:
+            return [phonemes]
+        pad = len(self._id_map[PAD])
+        frame = len(self._id_map[BOS]) + pad + len(self._id_map[EOS])
+        cost = [len(self._id_map[p]) + pad if p in self._id_map else 0 for p in phonemes]
+        if max_ids < frame + max(cost, default=0):
+            raise ValueError(f"max_ids={max_ids} cannot hold a single framed phoneme")
+        chunks: list[list[str]] = []
+        start, used, space = 0, frame, -1  # space: index of the last " " in the current part
+        for index, phoneme in enumerate(phonemes):
+            if used + cost[index] > max_ids:
+                tail = sum(cost[space + 1:index + 1]) if space > start else max_ids
+                if frame + tail <= max_ids:  # cut at the last word boundary
+                    chunks.append(phonemes[start:space])
+                    start, used = space + 1, frame + tail - cost[index]
+                else:  # no boundary that fits: cut between phonemes
+                    chunks.append(phonemes[start:index])
+                    start, used = index, frame
+                space = -1
+            if phoneme == " ":
+                space = index
+            used += cost[index]
+        chunks.append(phonemes[start:])
+        return [c for c in chunks if c]
 
 
 def phonemes_to_ids(phonemes: Sequence[str], id_map: Mapping[str, Sequence[int]],
