@@ -255,3 +255,13 @@ def test_mutated_uploads_raise_only_audio_errors(encoded, name):
         except AudioError:
             continue
         assert clip.samples.dtype == np.float32 and np.all(np.abs(clip.samples) <= 1.0)
+
+
+def test_write_file_leaves_nothing_behind_when_it_fails(tmp_path):
+    target = tmp_path / "x.wav"
+    target.mkdir()  # a non-empty folder: the final rename must fail
+    (target / "keep").write_text("k")
+    with pytest.raises(OSError):
+        audio.write_file(target, tone(0.1), RATE)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.wav"]
+    assert (target / "keep").read_text() == "k"

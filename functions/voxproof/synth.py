@@ -1,0 +1,96 @@
+"""The local speak use case behind ``voxproof synth``: text -> the voice -> a 16-bit WAV file.
+
+All or nothing: the output path and the text are checked before the model is loaded, the voice
+speaks within the time budget or raises, and the WAV (at the voice's own rate) appears under
+its name only once it is complete (``voxproof.audio.write_file`` writes a temporary file and
+renames it). The CLI is a thin adapter over :func:`synth_to_wav`.
+
+Until the watermark lands this is synthesize -> encode; ``voxproof.service.speak`` (validate
+-> synthesize -> mark -> record -> encode) is meant to take its place behind the same
+function, so that the CLI does not change.
+
+The time budget (``deadline_s``) starts once the voice is loaded and calibrated, as on a warm
+Lambda: it bounds the synthesis, not the one-off start-up (seconds; minutes on first use, when
+the model layer is built).
+
+Example:
+    >>> speech = synth_to_wav("Hello.", Path("hello.wav"), settings=Settings(),
+    ...                       deadline_s=60)  # doctest: +SKIP
+    >>> speech.sample_rate  # doctest: +SKIP
+    22050
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from voxproof.audio import write_file
+from voxproof.deadline import Deadline
+from voxproof.errors import InputUnreadable, OutputError, TextNotUtf8, TextTooLong
+from voxproof.settings import Settings
+from voxproof.text import prepare
+from voxproof.voice import Speech, Voice, load_voice
+
+OUTPUT_SUFFIX: Final = ".wav"
+"""The one output format of ``voxproof synth``: 16-bit PCM WAV."""
+_UTF8_MAX_BYTES: Final = 4
+
+
+def synth_to_wav(text: str, out: Path, *, settings: Settings, deadline_s: float,
+                 voice: Voice | None = None) -> Speech:
+    """Speak ``text`` into the WAV file ``out``; returns what was written.
+
+    Parameters
+    ----------
+    text:
+        What to say (at most ``settings.max_text_chars_sync`` characters).
+    out:
+        A ``.wav`` path in an existing folder; replaced atomically.
+    settings:
+        Where the model layer is and its pin.
+    deadline_s:
+        Seconds the synthesis may take once the voice is ready.
+    voice:
+        An already loaded voice (a server's); by default one is loaded from ``settings``.
+    """
+    check_output(out)
+    max_chars = settings.max_text_chars_sync
+    prepare(text, max_chars=max_chars)  # text errors before the model is loaded
+    voice = voice or load_voice(settings)
+    speech = voice.synthesize(text, deadline=Deadline.after(deadline_s), max_chars=max_chars)
+    try:
+        write_file(out, speech.samples, speech.sample_rate, "wav")
+    except OSError:
+        raise OutputError("the output file cannot be written") from None
+    return speech
+
+
+def read_text_file(path: Path, *, max_chars: int) -> str:
+    """A UTF-8 text file, read with a bound (at most 4 bytes per allowed character)."""
+    limit = max_chars * _UTF8_MAX_BYTES
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError:
+        raise InputUnreadable("the text file cannot be read") from None
+    if len(data) > limit:
+        raise TextTooLong(
+            f"the text file holds more than {limit} bytes; the limit here is {max_chars} "
+            "characters", limit=max_chars,
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise TextNotUtf8(f"the text file is not UTF-8 (byte {err.start})",
+                          position=err.start) from None
+
+
+def check_output(out: Path) -> None:
+    """Refuse an output that is not a ``.wav`` file in an existing folder."""
+    if out.suffix.lower() != OUTPUT_SUFFIX:
+        raise OutputError("the output must be a .wav file (16-bit PCM WAV)")
+    if not out.parent.is_dir():
+        raise OutputError("the output file's folder does not exist")
+    if out.is_dir():
+        raise OutputError("the output path is a folder")

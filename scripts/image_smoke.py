@@ -1,0 +1,240 @@
+"""Host side of the image smoke test: a loopback Lambda Runtime API and the image's entrypoint.
+
+Called by scripts/image_smoke.sh, which prepares the buildah working container. This script:
+
+1. starts ``LambdaRuntimeAPI`` (tests/integration/lambda_runtime.py) on 127.0.0.1;
+2. runs the image's ENTRYPOINT (``python -m awslambdaric``) through the launcher (read-only
+   root, writable /tmp, the image's non-root USER) with the probe handler
+   (scripts/image_smoke_probe.py) wrapping the image's CMD handler;
+3. sends: a sandbox probe (asserts non-root, EROFS outside /tmp, caches under /tmp), an import
+   probe (torch + Coqui VITS load), a voice probe (the image's layer verifies, the engine loads
+   and makes non-silent audio), ``GET /v1/health`` through the CMD handler, then
+   ``POST /v1/speech`` and ``POST /v1/verify`` on its audio, unless the health answer says the
+   handler is still the placeholder;
+4. prints the cold start: launcher start to the runtime's first poll (init) and to the first
+   response, next to the launcher's own overhead (the same launcher running ``true``).
+
+Exit status 0 only if every assertion held.
+
+Example:
+    python3 scripts/image_smoke.py --launcher "bash scripts/image_run.sh CTR --" \\
+        --entrypoint '["python", "-m", "awslambdaric"]' --cmd '["voxproof.handlers.api.handler"]'
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+from lambda_runtime import LambdaRuntimeAPI, Outcome, RuntimeProcess, start_ric
+
+PROBE_HANDLER = "image_smoke_probe.handler"
+SPEECH_TEXT = "Hello from the voxproof image smoke test."
+READ_ONLY_PATHS = ("/", "/var/task", "/opt/venv", "/opt/voxproof/model", "/etc", "/usr")
+
+
+class SmokeFailure(AssertionError):
+    """One smoke assertion did not hold."""
+
+
+def check(condition: bool, what: str) -> None:
+    """Record one assertion: print it, raise ``SmokeFailure`` when it does not hold."""
+    print(f"  {'ok ' if condition else 'FAIL'} {what}")
+    if not condition:
+        raise SmokeFailure(what)
+
+
+def api_gateway_event(
+    method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """An API Gateway REST (v1 proxy) event, shaped as API Gateway sends it."""
+    all_headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    all_headers.update(headers or {})
+    request_id = str(uuid.uuid4())
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": all_headers,
+        "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": path,
+            "httpMethod": method,
+            "path": f"/prod{path}",
+            "stage": "prod",
+            "requestId": request_id,
+            "requestTimeEpoch": int(time.time() * 1000),
+            "accountId": "123456789012",
+            "apiId": "smoke00000",
+            "identity": {"sourceIp": "127.0.0.1", "apiKeyId": "smoke-key-id", "userAgent": "smoke"},
+        },
+        "body": None if body is None else json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
+def _json_body(outcome: Outcome) -> tuple[int, dict[str, Any]]:
+    check(outcome.ok, f"the handler answered (not an error post): {outcome.body[:300]!r}")
+    response = outcome.json()
+    return int(response["statusCode"]), json.loads(response["body"] or "{}")
+
+
+def check_sandbox(api: LambdaRuntimeAPI, wait_s: float) -> Outcome:
+    """Non-root, read-only root, writable /tmp, every cache under /tmp."""
+    print("sandbox probe")
+    outcome = api.invoke_and_wait({"voxproof_smoke": "sandbox"}, wait_s=wait_s)
+    check(outcome.ok, "the probe answered")
+    box = outcome.json()
+    check(box["uid"] != 0 and box["euid"] != 0, f"not root (uid {box['uid']}, euid {box['euid']})")
+    check(
+        box["gid"] != 0 and 0 not in box["groups"], f"no root group ({box['gid']}, {box['groups']})"
+    )
+    check(box["root_read_only"], "the root filesystem is mounted read-only")
+    for path in READ_ONLY_PATHS:
+        check(box["writes"][path] == "EROFS", f"write in {path} fails: {box['writes'][path]}")
+    check(box["writes"]["/tmp"] == "written", "write in /tmp works")
+    for name, value in box["cache_variables"].items():
+        check(bool(value) and value.startswith("/tmp"), f"{name}={value} is under /tmp")
+    check(box["tempdir"] == "/tmp", f"tempfile.gettempdir() is {box['tempdir']}")
+    return outcome
+
+
+def check_imports(api: LambdaRuntimeAPI, wait_s: float) -> dict[str, Any]:
+    """torch and Coqui's VITS import on the read-only root; returns the timings."""
+    print("import probe")
+    outcome = api.invoke_and_wait({"voxproof_smoke": "imports"}, wait_s=wait_s)
+    check(outcome.ok, f"torch and TTS.tts.models.vits import: {outcome.body[:300]!r}")
+    found = outcome.json()
+    print(f"  torch {found['torch']} (cuda {found['cuda']}), {found['threads']} threads")
+    return found
+
+
+def check_voice(api: LambdaRuntimeAPI, wait_s: float) -> dict[str, Any]:
+    """The image's model layer verifies, loads and speaks (CPU torch, read-only root)."""
+    print("voice probe (verify layer, load engine, first audio)")
+    outcome = api.invoke_and_wait({"voxproof_smoke": "voice"}, timeout_ms=300_000, wait_s=wait_s)
+    check(outcome.ok, f"layer verified, engine loaded, audio made: {outcome.body[:400]!r}")
+    voice = outcome.json()
+    check(voice["files"] >= 1, f"the layer in {voice['model_dir']} lists {voice['files']} files")
+    check(voice["finite"] and voice["audio_s"] > 0.5, f"{voice['audio_s']} s of finite audio")
+    check(voice["rms"] > 1e-3, f"the audio is not silent (rms {voice['rms']:.4f})")
+    return voice
+
+
+def check_api(api: LambdaRuntimeAPI, wait_s: float) -> bool:
+    """Health, then speech -> verify through the CMD handler; False if it is the placeholder."""
+    print("GET /v1/health through the image's CMD handler")
+    status, health = _json_body(
+        api.invoke_and_wait(api_gateway_event("GET", "/v1/health"), wait_s=wait_s)
+    )
+    check(status == 200, f"health answers 200 ({status})")
+    check("version" in health, f"health names the version: {health}")
+    if health.get("placeholder"):
+        print(
+            "  PLACEHOLDER: the image's handler is still the placeholder (issue 4):"
+            " speech/verify round trip SKIPPED"
+        )
+        return False
+    print("POST /v1/speech")
+    status, speech = _json_body(
+        api.invoke_and_wait(
+            api_gateway_event("POST", "/v1/speech", {"text": SPEECH_TEXT}),
+            timeout_ms=60_000,
+            wait_s=wait_s,
+        )
+    )
+    check(status == 200, f"speech answers 200 ({status}: {str(speech)[:300]})")
+    audio = base64.b64decode(speech["audio_base64"])
+    check(
+        audio[:4] == b"RIFF" and len(audio) > 10_000, f"speech returns a WAV ({len(audio)} bytes)"
+    )
+    print("POST /v1/verify on that audio")
+    status, report = _json_body(
+        api.invoke_and_wait(
+            api_gateway_event("POST", "/v1/verify", {"audio_base64": speech["audio_base64"]}),
+            timeout_ms=60_000,
+            wait_s=wait_s,
+        )
+    )
+    check(status == 200, f"verify answers 200 ({status}: {str(report)[:300]})")
+    check(report.get("found") is True, "verify finds the mark")
+    check(report.get("record_id") == speech["record_id"], "verify names the record speech made")
+    return True
+
+
+def launcher_overhead(launcher: list[str]) -> float:
+    """Seconds the launcher itself takes (namespace, mounts, buildah run) around ``true``."""
+    start = time.monotonic()
+    subprocess.run([*launcher, "true"], check=True, capture_output=True, timeout=120)
+    return time.monotonic() - start
+
+
+def run(args: argparse.Namespace) -> int:
+    launcher = shlex.split(args.launcher)
+    entrypoint, cmd = json.loads(args.entrypoint), json.loads(args.cmd)
+    overhead = launcher_overhead(launcher)
+    with LambdaRuntimeAPI() as api:
+        runtime: RuntimeProcess = start_ric(
+            PROBE_HANDLER,
+            api,
+            command=[*launcher, *entrypoint, PROBE_HANDLER],
+            env={"SMOKE_DELEGATE": cmd[0]},
+        )
+        try:
+            ready = api.wait_ready(args.wait_s)
+            first = check_sandbox(api, args.wait_s)
+            imports = check_imports(api, args.wait_s)
+            voice = check_voice(api, args.wait_s)
+            full = check_api(api, args.wait_s)
+            check(runtime.alive(), "the runtime is still running after all requests")
+        except Exception:
+            print("---- runtime output ----\n" + runtime.stop()[-6000:], file=sys.stderr)
+            raise
+        runtime.stop()
+    print("cold start (launcher start -> ...):")
+    print(f"  runtime's first poll (init done)  {ready - runtime.started_at:6.2f} s")
+    print(f"  first response                     {first.completed_at - runtime.started_at:6.2f} s")
+    print(f"  of which launcher overhead         {overhead:6.2f} s (buildah run of `true`)")
+    print(
+        f"  python process start -> 1st event  {first.json()['process_age_s']:6.2f} s (in the image)"
+    )
+    print(f"  torch import in the image          {imports['torch_import_s']:6.2f} s")
+    print(f"  torch + Coqui VITS import          {imports['torch_and_vits_import_s']:6.2f} s")
+    print(f"  verify layer ({voice['files']} files)            {voice['verify_s']:6.2f} s")
+    print(f"  load engine                        {voice['load_s']:6.2f} s")
+    print(f"  first audio ({voice['audio_s']:.2f} s of speech)     {voice['first_audio_s']:6.2f} s")
+    print(f"  peak RSS of the runtime process    {voice['peak_rss_mb']:6d} MB")
+    print("smoke: PASSED" + ("" if full else " (placeholder handler: speech/verify not run)"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--launcher", required=True, help="command prefix running a command in the image"
+    )
+    parser.add_argument("--entrypoint", required=True, help="the image's ENTRYPOINT, JSON")
+    parser.add_argument("--cmd", required=True, help="the image's CMD, JSON")
+    parser.add_argument("--wait-s", type=float, default=180.0, help="longest wait for one answer")
+    try:
+        return run(parser.parse_args(argv))
+    except SmokeFailure as err:
+        print(f"smoke: FAILED: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""``voxproof synth`` (voxproof.synth and its CLI adapter): exact shapes, all-or-nothing output.
+
+Most cases run the CLI in-process on the tiny layer (real Coqui model, milliseconds per call);
+one runs the real command in a fresh process on the default voice and listens to the result.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from asr import Recognizer, edit_distance, reference_words, words
+from voxproof.cli import main
+from voxproof.settings import get_settings
+from voxproof.voice.pins import DEFAULT_MANIFEST_SHA256
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "The colt reared and threw the tall rider."
+
+
+@pytest.fixture
+def tiny_cli(tiny_layer, tmp_path, monkeypatch):
+    """The CLI configured (through its environment) for the tiny layer; returns a runner."""
+    folder, pin = tiny_layer
+    monkeypatch.setenv("VOXPROOF_MODEL_DIR", str(folder))
+    monkeypatch.setenv("VOXPROOF_MODEL_MANIFEST_SHA256", pin)
+    monkeypatch.setenv("VOXPROOF_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("VOXPROOF_MAX_TEXT_CHARS_SYNC", "200")
+    monkeypatch.setenv("VOXPROOF_TORCH_THREADS", "1")
+    get_settings.cache_clear()
+    yield pin
+    get_settings.cache_clear()
+
+
+def read_wav(path: Path) -> tuple[int, int, int, np.ndarray]:
+    with wave.open(str(path), "rb") as w:
+        frames = w.readframes(w.getnframes())
+        return w.getframerate(), w.getsampwidth(), w.getnchannels(), np.frombuffer(frames, "<i2")
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_synth_writes_a_16_bit_wav_and_a_summary(tiny_cli, tmp_path, capsys):
+    out = tmp_path / "out.wav"
+    code, stdout, _ = run(["synth", "A bad cafe, a bad face.", "-o", str(out)], capsys)
+    assert code == 0
+    rate, width, channels, pcm = read_wav(out)
+    assert (rate, width, channels) == (16_000, 2, 1) and len(pcm) > 0
+    assert f"{len(pcm) / rate:.2f} s" in stdout and "16000 Hz" in stdout
+    assert "voice tiny-test" in stdout and tiny_cli in stdout
+    assert "bad cafe" not in stdout
+
+
+def test_synth_reads_a_text_file(tiny_cli, tmp_path, capsys):
+    text_file = tmp_path / "say.txt"
+    text_file.write_text("A bad cafe.\nA deaf chef.\n", encoding="utf-8")
+    out = tmp_path / "out.wav"
+    code, _, _ = run(["synth", "--text-file", str(text_file), "-o", str(out)], capsys)
+    assert code == 0 and read_wav(out)[0] == 16_000
+
+
+def test_synth_reports_removed_invisible_characters(tiny_cli, tmp_path, capsys):
+    code, _, err = run(["synth", "A bad\u200b cafe.", "-o", str(tmp_path / "o.wav")], capsys)
+    assert code == 0 and "U+200B" in err and "position 5" in err
+
+
+def _bad_text_file(tmp_path: Path, data: bytes) -> str:
+    path = tmp_path / "in.txt"
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize(("make_args", "code"), [
+    (lambda d: [], "invalid_request"),
+    (lambda d: [SECRET, "--text-file", _bad_text_file(d, b"hi")], "invalid_request"),
+    (lambda d: ["--text-file", str(d / "missing.txt")], "input_unreadable"),
+    (lambda d: ["--text-file", str(d)], "input_unreadable"),
+    (lambda d: ["--text-file", _bad_text_file(d, b"caf\xe9 noir")], "text_not_utf8"),
+    (lambda d: ["--text-file", _bad_text_file(d, b"a" * 801)], "text_too_long"),
+    (lambda d: [SECRET * 6], "text_too_long"),
+    (lambda d: [SECRET + "\x1b[31m"], "control_character"),
+    (lambda d: ["   "], "text_empty"),
+    (lambda d: [SECRET, "--deadline-s", "0.000001"], "deadline_too_short"),
+])
+def test_synth_errors_exit_2_with_their_code_and_leave_no_file(tiny_cli, tmp_path, capsys,
+                                                               make_args, code):
+    out = tmp_path / "out.wav"
+    status, stdout, stderr = run(["synth", *make_args(tmp_path), "-o", str(out)], capsys)
+    assert status == 2 and stdout == ""
+    assert stderr.splitlines()[-1].startswith(f"voxproof: error [{code}]: ")
+    assert SECRET not in stderr and "The colt" not in stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.wav*"))
+
+
+@pytest.mark.parametrize("target", ["out.mp3", "no-such-folder/out.wav", "folder.wav"])
+def test_synth_refuses_an_output_it_cannot_write_before_loading(tiny_cli, tmp_path, capsys,
+                                                                target):
+    (tmp_path / "folder.wav").mkdir()
+    status, _, stderr = run(["synth", "A bad cafe.", "-o", str(tmp_path / target)], capsys)
+    assert status == 2 and stderr.startswith("voxproof: error [invalid_output]: ")
+    assert str(tmp_path) not in stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_synth_deadline_must_be_a_positive_number(tiny_cli, tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as caught:
+        main(["synth", "A bad cafe.", "-o", str(tmp_path / "o.wav"), "--deadline-s", value])
+    assert caught.value.code == 2 and "--deadline-s" in capsys.readouterr().err
+
+
+def test_synth_replaces_an_existing_file_only_when_done(tiny_cli, tmp_path, capsys):
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"previous")
+    status, _, _ = run(["synth", "A bad cafe.", "-o", str(out), "--deadline-s", "0.000001"],
+                       capsys)
+    assert status == 2 and out.read_bytes() == b"previous"
+    status, _, _ = run(["synth", "A bad cafe.", "-o", str(out)], capsys)
+    assert status == 0 and out.read_bytes()[:4] == b"RIFF"
+
+
+@pytest.mark.slow
+def test_the_real_command_speaks_intelligibly(default_layer, tmp_path):
+    """``voxproof synth`` in a fresh process on the default voice: a WAV pocketsphinx can read."""
+    text = "The boy was there when the sun rose. Rice is often served in round bowls."
+    out = tmp_path / "speech.wav"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "functions"),
+           "VOXPROOF_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run([sys.executable, "-m", "voxproof", "synth", text, "-o", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert DEFAULT_MANIFEST_SHA256 in done.stdout and "22050 Hz" in done.stdout
+    rate, width, channels, pcm = read_wav(out)
+    assert (rate, width, channels) == (22050, 2, 1)
+    heard = words(Recognizer().transcribe(pcm / 32768.0, rate))
+    reference = reference_words(text)
+    assert edit_distance(reference, heard) / len(reference) <= 0.35, heard
