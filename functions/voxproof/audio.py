@@ -429,7 +429,7 @@ def _encode_av(block: np.ndarray, sample_rate: int, muxer: str, codec: str,
 
 
 def write_file(path: str | Path, samples: np.ndarray, sample_rate: int, fmt: str | None = None,
-               ) -> str:
+               *, bitrate: int | None = None) -> str:
     """Write ``samples`` to ``path`` atomically; returns the format written.
 
     The bytes go to a fresh temporary file beside ``path`` that is renamed over it once
@@ -438,7 +438,7 @@ def write_file(path: str | Path, samples: np.ndarray, sample_rate: int, fmt: str
     """
     path = Path(path)
     fmt = fmt or output_format_for(path.suffix, sample_rate)
-    data = encode(samples, sample_rate, fmt)
+    data = encode(samples, sample_rate, fmt, bitrate=bitrate)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # umask applies
     try:

@@ -1,0 +1,124 @@
+"""The internal domain every embed and detect works in: 8 kHz mono, 32 ms frames every 4 ms.
+
+Tile energies are sums of short-time power over a band (4 FFT bins of 31.25 Hz) and a slot
+(8 frames = 32 ms); time and frequency scale hypotheses (speed, tempo) are applied here by
+interpolating the frame axis and stretching band edges, so one spectrogram serves them all.
+"""
+
+from __future__ import annotations
+
+from math import gcd
+from typing import Final
+
+import numpy as np
+import scipy.fft
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import resample_poly
+
+from voxproof.errors import AudioError, UnsupportedAudio
+from voxproof.watermark.pattern import BANDS
+
+RATE: Final = 8000
+MIN_RATE: Final = 8000
+MAX_RATE: Final = 192_000
+FRAME: Final = 256
+HOP: Final = 32  # analysis hop (4 ms); frame g is centred on sample HOP * g + HOP // 2
+SLOT_HOPS: Final = 8  # one slot (32 ms) = 8 analysis hops
+BLOCK_HOPS: Final = 2 * SLOT_HOPS
+FIRST_BIN: Final = 4  # 125 Hz
+BAND_BINS: Final = 4
+_WINDOW: Final = np.hanning(FRAME + 1)[:-1]
+_FLOOR: Final = 1e-12
+
+
+def check_audio(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The samples as an array, or a clear error for what the mark cannot work on."""
+    x = np.asarray(samples)
+    if x.ndim not in (1, 2) or x.dtype.kind != "f":
+        raise AudioError("audio must be float samples of shape (n,) or (n, channels)")
+    if isinstance(sample_rate, bool) or not MIN_RATE <= int(sample_rate) <= MAX_RATE:
+        raise UnsupportedAudio(f"the sample rate must be {MIN_RATE} to {MAX_RATE} Hz")
+    if not np.isfinite(x).all():
+        raise AudioError("audio contains NaN or infinite samples")
+    return x
+
+
+def to_internal(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono float64 at 8 kHz."""
+    x = check_audio(samples, sample_rate).astype(np.float64)
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    if sample_rate == RATE:
+        return x.copy()
+    g = gcd(int(sample_rate), RATE)
+    return resample_poly(x, RATE // g, int(sample_rate) // g)
+
+
+def from_internal(residual: np.ndarray, sample_rate: int, length: int) -> np.ndarray:
+    """Bring an 8 kHz residual back to ``sample_rate`` with exactly ``length`` samples."""
+    if sample_rate == RATE:
+        out = residual
+    else:
+        g = gcd(int(sample_rate), RATE)
+        out = resample_poly(residual, int(sample_rate) // g, RATE // g)
+    if len(out) >= length:
+        return out[:length]
+    return np.pad(out, (0, length - len(out)))
+
+
+def frame_count(n_samples: int) -> int:
+    return max(0, (n_samples + HOP // 2) // HOP)
+
+
+def power(x8: np.ndarray) -> np.ndarray:
+    """Short-time power (frames x 129 bins); frame g is centred on sample 32 g + 16."""
+    n = frame_count(len(x8))
+    lead = FRAME // 2 - HOP // 2
+    padded = np.zeros(lead + HOP * n + FRAME)
+    padded[lead : lead + len(x8)] = x8
+    frames = sliding_window_view(padded, FRAME)[: HOP * n : HOP] * _WINDOW
+    spec = scipy.fft.rfft(frames, axis=1)
+    return spec.real**2 + spec.imag**2
+
+
+def band_energy(power_: np.ndarray, freq_scale: float = 1.0) -> np.ndarray:
+    """(frames, BANDS) energy per band, the band edges stretched by ``freq_scale``.
+
+    Each bin's power is spread evenly over its width, so an edge may cut a bin: band energy is
+    the difference of the interpolated running sum at the two edges.
+    """
+    edges = (FIRST_BIN - 0.5 + BAND_BINS * np.arange(BANDS + 1)) * freq_scale + 0.5
+    whole = np.floor(edges).astype(np.int64)
+    frac = edges - whole
+    running = np.cumsum(power_[:, : whole[-1] + 1], axis=1)
+    below = np.where(whole > 0, running[:, np.maximum(whole - 1, 0)], 0.0)
+    at_edge = below + frac * power_[:, whole]
+    return np.diff(at_edge, axis=1) / freq_scale
+
+
+def stretch_frames(p: np.ndarray, time_scale: float, phase: float = 0.0) -> np.ndarray:
+    """Resample the frame axis: row h of the result is row ``phase + h * time_scale`` of ``p``
+    (linear interpolation; the power of 32 ms frames 4 ms apart varies smoothly)."""
+    if time_scale == 1.0 and phase == 0.0:
+        return p
+    n = int(np.floor((len(p) - 1 - phase) / time_scale)) + 1
+    pos = phase + np.arange(n) * time_scale
+    i = np.minimum(pos.astype(np.int64), len(p) - 2)
+    f = (pos - i)[:, None]
+    return p[i] * (1.0 - f) + p[i + 1] * f
+
+
+def slot_log_energy(bands: np.ndarray) -> np.ndarray:
+    """Log energy of the slot starting at each frame h (frames - 8, BANDS).
+
+    Rows h .. h+8 are summed with half weight on the two ends (a trapezoid over the slot's 32
+    ms), which makes the value vary smoothly when the input is shifted by part of a hop.
+    """
+    c = np.cumsum(np.vstack([np.zeros((1, bands.shape[1])), bands]), axis=0)
+    e = c[SLOT_HOPS:-1] - c[:-SLOT_HOPS - 1] - 0.5 * bands[:-SLOT_HOPS] + 0.5 * bands[SLOT_HOPS:]
+    return np.log(np.maximum(e, 0.0) + _FLOOR)
+
+
+def cell_values(log_e: np.ndarray) -> np.ndarray:
+    """Cell value at each frame h: log E(slot at h) - log E(slot at h + 8), per band."""
+    return log_e[:-SLOT_HOPS] - log_e[SLOT_HOPS:]

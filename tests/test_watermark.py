@@ -1,0 +1,368 @@
+"""The watermark: round trips, keys, forgery, localisation, silence, attacks, false positives."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import lfilter, resample_poly
+from voxproof.cli import main as cli_main
+from voxproof.errors import AudioError, InvalidRecordId, KeyError_, UnsupportedAudio
+from voxproof.watermark import RECORD_ID_BITS, TAG_BITS, WatermarkKey, detect, ecc, embed
+from voxproof.watermark.detect import MAX_ATTEMPTS
+from voxproof.watermark.embed import embed_coded
+from voxproof.watermark.pattern import COPIES, PILOTS, POSITIONS, pattern_for
+from voxproof.watermark.payload import pack, parse_record_id, payload_bits, read_payload, tag_of
+
+KEY = WatermarkKey.from_hex("3c" * 32)
+OTHER = WatermarkKey.from_hex("c3" * 32)
+RID = 0x00DEADBEEF
+
+
+# --- hosts built here -------------------------------------------------------------------------
+def speechlike(seconds: float, sr: int, seed: int = 0, pauses: bool = True) -> np.ndarray:
+    """Voiced syllables (gliding pitch, moving formants) with fricative bursts and pauses."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    f0 = 110 + 40 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6)) + 15 * rng.standard_normal()
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    source = np.sign(np.sin(phase)) * 0.3 + 0.7 * ((phase / (2 * np.pi)) % 1.0 - 0.5)
+    out = np.zeros(n)
+    seg = int(0.25 * sr)
+    for start in range(0, n, seg):
+        chunk = source[start : start + seg]
+        for f in rng.uniform([300, 900, 2200], [800, 2000, 3200]):  # three formants
+            r = np.exp(-np.pi * 120 / sr)
+            a = [1, -2 * r * np.cos(2 * np.pi * f / sr), r * r]
+            out[start : start + len(chunk)] += lfilter([1 - r], a, chunk)
+        if rng.random() < 0.3:  # a fricative
+            out[start : start + len(chunk)] += 0.05 * rng.standard_normal(len(chunk))
+    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6))
+    if pauses:
+        envelope *= np.clip(np.sin(2 * np.pi * 0.33 * t + rng.uniform(0, 6)) * 4 + 2, 0, 1)
+    out *= envelope
+    return (0.3 * out / np.max(np.abs(out) + 1e-12)).astype(np.float32)
+
+
+def _synthetic(kind: str, seconds: float, sr: int, seed: int) -> np.ndarray:
+    """Unmarked clips of many kinds for the false-positive test."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    if kind == "speech":
+        return speechlike(seconds, sr, seed, pauses=bool(seed % 2))
+    if kind == "white":
+        x = rng.standard_normal(n)
+    elif kind == "pink":
+        x = lfilter([0.049922, -0.095993, 0.050613, -0.004408],
+                    [1, -2.494956, 2.017265, -0.522190], rng.standard_normal(n))
+    elif kind == "brown":
+        x = np.cumsum(rng.standard_normal(n))
+        x -= np.mean(x)
+    elif kind == "tone":
+        x = np.sin(2 * np.pi * rng.uniform(100, 3500) * t)
+    elif kind == "chord":
+        x = sum(np.sin(2 * np.pi * f * t) for f in rng.uniform(100, 2000, 3))
+    elif kind == "sweep":
+        f = np.linspace(rng.uniform(100, 500), rng.uniform(1000, 3800), n)
+        x = np.sin(2 * np.pi * np.cumsum(f) / sr)
+    elif kind == "music":  # notes with harmonics and decaying envelopes
+        x = np.zeros(n)
+        step = int(rng.uniform(0.1, 0.4) * sr)
+        for start in range(0, n, step):
+            f = 110 * 2 ** (rng.integers(0, 36) / 12)
+            k = np.arange(min(step * 2, n - start)) / sr
+            note = sum(np.sin(2 * np.pi * f * h * k) / h for h in range(1, 6) if f * h < sr / 2)
+            x[start : start + len(k)] += note * np.exp(-k * rng.uniform(2, 8))
+    elif kind == "clicks":
+        x = np.zeros(n)
+        x[rng.integers(0, n, 20)] = 1.0
+    else:  # silence with a whisper of noise
+        x = 1e-5 * rng.standard_normal(n)
+    x = np.asarray(x, dtype=np.float64)
+    return (rng.uniform(0.05, 0.5) * x / (np.max(np.abs(x)) + 1e-12)).astype(np.float32)
+
+
+KINDS = ("speech", "white", "pink", "brown", "tone", "chord", "sweep", "music", "clicks", "quiet")
+
+
+@pytest.fixture(scope="module")
+def host() -> np.ndarray:
+    return speechlike(6.0, 16000, seed=3)
+
+
+@pytest.fixture(scope="module")
+def marked(host: np.ndarray) -> np.ndarray:
+    return embed(host, 16000, KEY, RID)
+
+
+# --- round trips ------------------------------------------------------------------------------
+@pytest.mark.parametrize("sr", [8000, 16000, 22050, 44100, 48000])
+def test_round_trip_at_every_rate(sr: int) -> None:
+    x = speechlike(4.0, sr, seed=sr)
+    y = embed(x, sr, KEY, RID)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    snr = 10 * np.log10(np.sum(x.astype(float) ** 2) / np.sum((y - x).astype(float) ** 2))
+    assert 28.0 < snr < 40.0
+    found = detect(y, sr, [KEY])
+    assert found.found and found.tag_verified
+    assert found.record_id == RID and found.key_id == KEY.key_id
+    assert found.p_false <= MAX_ATTEMPTS * 2.0**-TAG_BITS
+
+
+def test_stereo_keeps_shape_and_is_found(host: np.ndarray) -> None:
+    stereo = np.stack([host, 0.5 * host], axis=1)
+    y = embed(stereo, 16000, KEY, RID)
+    assert y.shape == stereo.shape
+    assert detect(y, 16000, [KEY]).record_id == RID
+
+
+def test_unmarked_host_is_not_found(host: np.ndarray) -> None:
+    found = detect(host, 16000, [KEY])
+    assert not found.found and found.record_id is None and found.segments == []
+
+
+def test_wrong_key_finds_nothing(marked: np.ndarray) -> None:
+    assert not detect(marked, 16000, [OTHER]).found
+
+
+def test_rotation_names_the_key_that_matched(host: np.ndarray) -> None:
+    third = WatermarkKey.from_hex("77" * 32)
+    y = embed(host, 16000, OTHER, RID)
+    found = detect(y, 16000, [KEY, OTHER, third])
+    assert found.found and found.key_id == OTHER.key_id and found.record_id == RID
+
+
+def test_forged_tag_is_refused(host: np.ndarray) -> None:
+    good = tag_of(KEY, RID)
+    forged = ecc.encode(pack(RID, good ^ 0x000001))
+    assert not detect(embed_coded(host, 16000, KEY, forged), 16000, [KEY]).found
+    # control: the same path with the true tag is found, so the refusal is the tag's doing
+    genuine = ecc.encode(pack(RID, good))
+    assert detect(embed_coded(host, 16000, KEY, genuine), 16000, [KEY]).record_id == RID
+
+
+@pytest.mark.parametrize(
+    ("samples", "rate", "error"),
+    [
+        (np.full(9000, np.nan, np.float32), 8000, AudioError),
+        (np.zeros(9000, np.float32), 4000, UnsupportedAudio),
+        (np.zeros((2, 2, 2), np.float32), 8000, AudioError),
+        (np.zeros(9000, np.int16), 8000, AudioError),
+    ],
+)
+def test_bad_audio_is_refused_clearly(samples: np.ndarray, rate: int, error: type) -> None:
+    with pytest.raises(error):
+        embed(samples, rate, KEY, RID)
+    with pytest.raises(error):
+        detect(samples, rate, [KEY])
+
+
+def test_tiny_or_silent_input_is_left_alone() -> None:
+    for n in (0, 100, 16000):
+        x = np.zeros(n, np.float32)
+        y = embed(x, 16000, KEY, RID)
+        assert y.shape == x.shape and not y.any()
+        assert not detect(y, 16000, [KEY]).found
+
+
+def test_to_dict_is_json_ready(marked: np.ndarray) -> None:
+    body = json.loads(json.dumps(detect(marked, 16000, [KEY]).to_dict()))
+    assert body["record_id"] == "00deadbeef" and body["found"] is True
+    assert {"key_id", "p_false", "segments", "windows", "score"} <= set(body)
+    assert all({"start_s", "end_s", "marked", "score"} == set(s) for s in body["segments"])
+
+
+# --- localisation and silence -----------------------------------------------------------------
+def test_spliced_foreign_part_is_reported_unmarked() -> None:
+    sr = 16000
+    a = embed(speechlike(4.0, sr, seed=11, pauses=False), sr, KEY, RID)
+    foreign = speechlike(4.0, sr, seed=12, pauses=False)
+    b = embed(speechlike(4.0, sr, seed=13, pauses=False), sr, KEY, RID)
+    found = detect(np.concatenate([a, foreign, b]), sr, [KEY])
+    assert found.found and found.record_id == RID
+
+    def label_at(t: float) -> bool:
+        return next(s.marked for s in found.segments if s.start_s <= t < s.end_s)
+
+    assert label_at(2.0) and label_at(10.0)
+    assert not label_at(5.5) and not label_at(6.5)
+    unmarked = [s for s in found.segments if not s.marked]
+    assert any(s.start_s < 5.0 and s.end_s > 7.0 for s in unmarked)
+
+
+def test_no_mark_energy_in_silence() -> None:
+    sr = 16000
+    speech = speechlike(3.0, sr, seed=5, pauses=False)
+    pause = (1e-4 * np.random.default_rng(0).standard_normal(2 * sr)).astype(np.float32)
+    x = np.concatenate([speech, np.zeros(sr, np.float32), pause, speech])
+    residual = (embed(x, sr, KEY, RID) - x).astype(np.float64)
+    quiet = slice(int(3.1 * sr), int(5.9 * sr))  # 0.1 s away from the speech on both sides
+    assert np.sum(residual[quiet] ** 2) < 1e-12
+    assert np.sum(residual**2) > 1e-4  # and the speech does carry a mark
+
+
+# --- attacks ----------------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is installed by .ci/run")
+def test_mp3_64k_round_trip(tmp_path, marked: np.ndarray) -> None:
+    sf.write(tmp_path / "m.wav", marked, 16000, subtype="PCM_16")
+    for cmd in (["-i", str(tmp_path / "m.wav"), "-c:a", "libmp3lame", "-b:a", "64k",
+                 str(tmp_path / "m.mp3")],
+                ["-i", str(tmp_path / "m.mp3"), "-ar", "16000", str(tmp_path / "back.wav")]):
+        subprocess.run(["ffmpeg", "-nostdin", "-y", "-loglevel", "error", *cmd], check=True)
+    back, sr = sf.read(tmp_path / "back.wav", dtype="float32")
+    assert detect(back, sr, [KEY]).record_id == RID
+
+
+def test_speed_plus_3_percent_is_undone(marked: np.ndarray) -> None:
+    faster = resample_poly(marked.astype(np.float64), 100, 103).astype(np.float32)
+    found = detect(faster, 16000, [KEY])
+    assert found.record_id == RID
+    assert found.mode == "speed" and abs(found.speed - 0.03) <= 0.005
+
+
+def test_cut_anywhere_still_found(marked: np.ndarray) -> None:
+    for start in (1234, 20001, 33333):
+        assert detect(marked[start : start + 3 * 16000], 16000, [KEY]).record_id == RID
+
+
+# --- false positives --------------------------------------------------------------------------
+def _fp_batch(seeds: list[int]) -> list[tuple[int, bool, float]]:
+    out = []
+    for seed in seeds:
+        kind = KINDS[seed % len(KINDS)]
+        sr = (8000, 16000)[seed % 2]
+        clip = _synthetic(kind, 0.75 + 0.25 * (seed % 2), sr, seed)
+        found = detect(clip, sr, [KEY])
+        out.append((seed, found.found, found.p_false))
+    return out
+
+
+def test_no_false_positives_on_2000_unmarked_clips() -> None:
+    seeds = list(range(2000))
+    workers = max(1, min(2, os.cpu_count() or 1))
+    with ProcessPoolExecutor(workers) as pool:
+        results = [r for batch in pool.map(_fp_batch, [seeds[i::workers] for i in range(workers)])
+                   for r in batch]
+    assert len(results) == 2000
+    assert [seed for seed, found, _ in results if found] == []
+    assert max(p for _, _, p in results) <= MAX_ATTEMPTS * 2.0**-TAG_BITS  # the stated bound
+
+
+# --- keys, payload, code ----------------------------------------------------------------------
+def test_key_file_round_trip_mode_and_no_overwrite(tmp_path) -> None:
+    key = WatermarkKey.generate()
+    path = key.write_key_file(tmp_path / "k")
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert path.read_text() == key.to_hex() + "\n"
+    assert WatermarkKey.read_key_file(path) == key
+    with pytest.raises(KeyError_, match="already exists"):
+        WatermarkKey.generate().write_key_file(path)
+    assert WatermarkKey.read_key_file(path) == key
+
+
+@pytest.mark.parametrize("text", ["", "00" * 31, "zz" * 32, "00" * 33])
+def test_bad_key_text_is_refused(tmp_path, text: str) -> None:
+    (tmp_path / "k").write_text(text)
+    with pytest.raises(KeyError_):
+        WatermarkKey.read_key_file(tmp_path / "k")
+
+
+def test_key_id_is_stable_and_reveals_nothing() -> None:
+    assert KEY.key_id == WatermarkKey.from_hex(KEY.to_hex()).key_id != OTHER.key_id
+    assert KEY.to_hex() not in repr(KEY) and KEY.key_id in repr(KEY)
+
+
+def test_record_ids_are_40_bits_with_24_bit_tags() -> None:
+    assert RECORD_ID_BITS == 40 and TAG_BITS == 24
+    assert parse_record_id("00DEADBEEF") == RID
+    for bad in ("deadbeef", "00deadbeefff", "00deadbeeg", ""):
+        with pytest.raises(InvalidRecordId):
+            parse_record_id(bad)
+    with pytest.raises(InvalidRecordId):
+        embed(np.zeros(8000, np.float32), 8000, KEY, 1 << 40)
+    bits = payload_bits(KEY, RID)
+    assert read_payload(KEY, bits) == (RID, True)
+    assert read_payload(OTHER, bits)[1] is False
+
+
+def test_layout_is_keyed_and_balanced() -> None:
+    a, b = pattern_for(KEY), pattern_for(OTHER)
+    assert np.bincount(a.position, minlength=POSITIONS).tolist() == [COPIES] * POSITIONS
+    assert (a.coded_index < 0).sum() == PILOTS
+    assert sorted(a.coded_index[a.coded_positions].tolist()) == list(range(POSITIONS - PILOTS))
+    assert not np.array_equal(a.position, b.position)
+    assert not np.allclose(a.dither, b.dither)
+    assert 0.0 <= a.dither.min() and a.dither.max() < 1.0
+
+
+def test_code_corrects_errors_and_erasures() -> None:
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 2, 64).astype(np.int8)
+    soft = 1.0 - 2.0 * ecc.encode(bits)
+    soft[rng.choice(192, 70, replace=False)] = 0.0  # 36 % erased
+    soft[rng.choice(192, 12, replace=False)] *= -1.0  # and some flipped
+    assert (ecc.decode(soft) == bits).all()
+
+
+@pytest.mark.parametrize("module", ["keys", "payload", "ecc", "embed", "detect"])
+def test_docstring_examples_hold(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"voxproof.watermark.{module}"))
+    assert result.attempted > 0 and result.failed == 0
+
+
+# --- the command line -------------------------------------------------------------------------
+def test_cli_keygen_mark_verify(tmp_path, capsys, host: np.ndarray) -> None:
+    key_file = tmp_path / "wm.key"
+    assert cli_main(["keygen", "--key-file", str(key_file)]) == 0
+    assert (key_file.stat().st_mode & 0o777) == 0o600
+    assert cli_main(["keygen", "--key-file", str(key_file)]) == 2  # refuses to overwrite
+    sf.write(tmp_path / "in.wav", host, 16000, subtype="PCM_16")
+    assert cli_main(["mark", str(tmp_path / "in.wav"), str(tmp_path / "out.wav"),
+                     "--key-file", str(key_file), "--record-id", "00000000a1"]) == 0
+    capsys.readouterr()
+    assert cli_main(["verify", str(tmp_path / "out.wav"), "--key-file", str(key_file), "--json",
+                     "--plot", str(tmp_path / "t.png")]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["found"] and body["record_id"] == "00000000a1"
+    assert body["key_id"] == WatermarkKey.read_key_file(key_file).key_id
+    assert body["segments"] and body["p_false"] < 1e-6
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli_main(["verify", str(tmp_path / "in.wav"), "--key-file", str(key_file)]) == 0
+    assert "none found" in capsys.readouterr().out
+    assert cli_main(["mark", str(tmp_path / "in.wav"), str(tmp_path / "x.wav"),
+                     "--key-file", str(key_file), "--record-id", "xyz"]) == 2
+    assert "invalid_record_id" in capsys.readouterr().err
+
+
+def test_cli_mark_keeps_a_lossy_format_and_the_mark_survives_it(tmp_path, capsys) -> None:
+    from voxproof import audio
+
+    key_file = tmp_path / "wm.key"
+    KEY.write_key_file(key_file)
+    audio.write_file(tmp_path / "in.mp3", speechlike(5.0, 16000, seed=21), 16000)
+    assert cli_main(["mark", str(tmp_path / "in.mp3"), str(tmp_path / "out.mp3"),
+                     "--key-file", str(key_file), "--record-id", "00deadbeef"]) == 0
+    assert audio.read_file(tmp_path / "out.mp3").family == "mp3"
+    capsys.readouterr()
+    assert cli_main(["verify", str(tmp_path / "out.mp3"), "--key-file", str(key_file),
+                     "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["record_id"] == "00deadbeef"
+
+
+def test_cli_default_key_lives_in_the_state_folder(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("VOXPROOF_STATE_DIR", str(tmp_path / "state"))
+    assert cli_main(["keygen"]) == 0
+    state = tmp_path / "state"
+    assert (state.stat().st_mode & 0o777) == 0o700
+    assert ((state / "watermark.key").stat().st_mode & 0o777) == 0o600
