@@ -22,7 +22,7 @@ from scipy.signal import resample_poly
 
 from voxproof.watermark import analysis as an
 from voxproof.watermark import ecc
-from voxproof.watermark.embed import _SLOT_ENERGY_PER_POWER, BAND_STEPS, FLOOR_POWER, GATE_DB
+from voxproof.watermark.embed import _SLOT_ENERGY_PER_POWER, FLOOR_POWER, GATE_DB
 from voxproof.watermark.keys import WatermarkKey
 from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern, pattern_for
 from voxproof.watermark.payload import TAG_BITS, format_record_id, read_payload
@@ -31,8 +31,10 @@ UNIT_HOPS: Final = UNIT_BLOCKS * an.BLOCK_HOPS  # 256 analysis hops = 1.024 s
 SCALES: Final = tuple(round(0.005 * k, 4) for k in range(-6, 7))  # -3 % .. +3 %
 PHASES: Final = (0.0, 0.25, 0.5, 0.75)  # sub-hop time offsets (fractions of 4 ms) searched
 MODES: Final = ("speed",)  # "tempo" (time axis only) is supported but off: see the docstring
-WEIGHT_DB: Final = 10.0  # cell weight falls by e for every this many dB below the loud tiles
-FLAT_WEIGHT_DB: Final = 20.0  # a second, flatter weighting tried without speed change
+RELIABLE_STEP: Final = 0.5  # a cell's weight is step / (step + this): coarse cells are robust
+WEIGHT_DB: Final = 0.0  # 0: no loudness weighting (codecs); the second weighting:
+FLAT_WEIGHT_DB: Final = 10.0  # weight falls by e per this many dB below the loud tiles...
+NOISE_KNEE_DB: Final = 15.0  # ... beyond this many (noise fills quiet tiles)
 SEARCH_WINDOW: Final = 4 * UNIT_HOPS  # sync search windows (about 4 s, half overlapping)
 LOCAL_WINDOW: Final = UNIT_HOPS  # localisation windows (about 1 s, half overlapping)
 CANDIDATES: Final = 5  # alignments decoded per key (best sync correlations)
@@ -284,10 +286,11 @@ def _cell_phasors(power: np.ndarray, time_scale: float, phase: float
     if len(bands) < UNIT_HOPS // 2:
         return None
     log_e = an.slot_log_energy(bands)
-    angle = an.cell_values(log_e) * (2 * np.pi / BAND_STEPS)
+    steps = an.cell_steps(log_e[: -an.SLOT_HOPS], log_e[an.SLOT_HOPS :])
+    angle = an.cell_values(log_e) * (2 * np.pi) / steps
     unit = np.empty(angle.shape, dtype=complex)
     unit.real, unit.imag = np.cos(angle), np.sin(angle)
-    return log_e, unit
+    return log_e, unit * (steps / (steps + RELIABLE_STEP))
 
 
 def _weighted(cells: tuple[np.ndarray, np.ndarray], time_scale: float, phase: float,
@@ -307,7 +310,10 @@ def _weights(log_e: np.ndarray, weight_db: float) -> np.ndarray:
     loud = log_e[act > 0]
     top = np.percentile(loud, 99) if len(loud) else 0.0
     weaker = np.minimum(log_e[: -an.SLOT_HOPS], log_e[an.SLOT_HOPS :])
-    tile = np.exp(-np.maximum(top - weaker, 0.0) / (weight_db * db))
+    if weight_db <= 0:
+        tile = 1.0
+    else:
+        tile = np.exp(-np.maximum(top - weaker - NOISE_KNEE_DB * db, 0.0) / (weight_db * db))
     return (act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :])[:, None] * tile
 
 

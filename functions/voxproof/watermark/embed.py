@@ -21,10 +21,6 @@ from voxproof.watermark.keys import WatermarkKey
 from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern, pattern_for
 from voxproof.watermark.payload import payload_bits
 
-STEP: Final = 0.39  # quantiser step of a cell value (natural log of energy)
-#: The step of each band: the same for all (steps rising with frequency were tried and did not
-#: help at the same SNR; see the package docstring).
-BAND_STEPS: Final = np.full(BANDS, STEP)
 ALPHA: Final = 0.70  # distortion compensation: fraction of the way to the lattice point
 ROUNDS: Final = 4  # embed / re-measure rounds
 MAX_GAIN: Final = 1.0  # largest change of a tile's log energy (about 4.3 dB)
@@ -135,10 +131,11 @@ def _speech_blocks(tiles: np.ndarray) -> np.ndarray:
 def _targets(host: np.ndarray, pattern: Pattern, coded: np.ndarray, n_blocks: int) -> np.ndarray:
     """(blocks, BANDS) target cell values: host moved ALPHA of the way to its bit's lattice."""
     values = _cell_values(host, n_blocks)
+    steps = an.cell_steps(host[0 : 2 * n_blocks : 2], host[1 : 2 * n_blocks : 2])
     cell = (np.arange(n_blocks) % UNIT_BLOCKS)[:, None] * BANDS + np.arange(BANDS)[None, :]
     bits = pattern.cell_bits(coded)[cell]
-    offset = (pattern.dither[cell] + 0.5 * bits) * BAND_STEPS
-    nearest = offset + BAND_STEPS * np.round((values - offset) / BAND_STEPS)
+    offset = (pattern.dither[cell] + 0.5 * bits) * steps
+    nearest = offset + steps * np.round((values - offset) / steps)
     return values + ALPHA * (nearest - values)
 
 
