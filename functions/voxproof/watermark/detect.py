@@ -28,8 +28,9 @@ from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern, pattern_for
 from voxproof.watermark.payload import TAG_BITS, format_record_id, read_payload
 
 UNIT_HOPS: Final = UNIT_BLOCKS * an.BLOCK_HOPS  # 256 analysis hops = 1.024 s
-SCALES: Final = tuple(round(0.005 * k, 4) for k in range(-6, 7))  # -3 % .. +3 %
+SCALES: Final = tuple(round(0.01 * k, 4) for k in range(-3, 4))  # -3 % .. +3 %
 PHASES: Final = (0.0, 0.25, 0.5, 0.75)  # sub-hop time offsets (fractions of 4 ms) searched
+SPEED_PHASES: Final = (0.0,)  # ... under speed hypotheses
 MODES: Final = ("speed",)  # "tempo" (time axis only) is supported but off: see the docstring
 RELIABLE_STEP: Final = 0.5  # a cell's weight is step / (step + this): coarse cells are robust
 WEIGHT_DB: Final = 0.0  # 0: no loudness weighting (codecs); the second weighting:
@@ -170,13 +171,13 @@ class _Views:
         self._unscaled: dict[float, tuple[np.ndarray, np.ndarray] | None] = {}
         order = sorted(SCALES, key=lambda s: (abs(s), s))
         self.plan = [(m, 0.0, p) for m in ("none", "flat") for p in PHASES] + [
-            (m, s, p) for s in order if s for m in MODES for p in PHASES[::2]
+            (m, s, p) for s in order if s for m in MODES for p in SPEED_PHASES
         ]
 
     def get(self, mode: str, scale: float, phase: float) -> _View | None:
         if (mode, scale, phase) not in self._cache:
             if mode == "speed":
-                view = _make_view(self._speed_power(scale), 1.0, phase)
+                view = _make_view(self._power, 1.0 / (1.0 + scale), phase, 1.0 + scale)
             elif scale == 0.0:  # "none" and "flat" share the cells, not the weights
                 if phase not in self._unscaled:
                     self._unscaled[phase] = _cell_phasors(self._power, 1.0, phase)
@@ -273,16 +274,16 @@ def _decode_candidate(
 
 # --- views, folding, correlations ------------------------------------------------------------
 def _make_view(power: np.ndarray, time_scale: float, phase: float,
-               weight_db: float = WEIGHT_DB) -> _View | None:
+               freq_scale: float = 1.0, weight_db: float = WEIGHT_DB) -> _View | None:
     """Cell phasors of ``power`` read at frames ``phase + h * time_scale``."""
-    cells = _cell_phasors(power, time_scale, phase)
+    cells = _cell_phasors(power, time_scale, phase, freq_scale)
     return None if cells is None else _weighted(cells, time_scale, phase, weight_db)
 
 
-def _cell_phasors(power: np.ndarray, time_scale: float, phase: float
+def _cell_phasors(power: np.ndarray, time_scale: float, phase: float, freq_scale: float = 1.0
                   ) -> tuple[np.ndarray, np.ndarray] | None:
     """(tile log energies, unit phasors exp(2 pi i value / step)) or None if too short."""
-    bands = an.stretch_frames(an.band_energy(power), time_scale, phase)
+    bands = an.stretch_frames(an.band_energy(power, freq_scale), time_scale, phase)
     if len(bands) < UNIT_HOPS // 2:
         return None
     log_e = an.slot_log_energy(bands)
