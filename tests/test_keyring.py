@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
 from voxproof.errors import KeyError_, Unavailable
 from voxproof.keyring import FileKeySource, KeyRing, SecretsManagerKeySource
 from voxproof.watermark import WatermarkKey
