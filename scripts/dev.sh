@@ -31,12 +31,7 @@ case "${1:-}" in
     setup
     shift
     "$VENV/bin/voxproof" synth "${@:-Hello from voxproof. Every word I say carries a watermark.}" -o demo.wav
-    # TODO(lead): drop this check once the watermark (issue 3) adds `voxproof verify`.
-    if "$VENV/bin/voxproof" verify --help >/dev/null 2>&1; then
-      "$VENV/bin/voxproof" verify demo.wav
-    else
-      echo "dev.sh: 'voxproof verify' is not in this build yet (the watermark, issue 3): demo.wav is spoken but not verified" >&2
-    fi
+    "$VENV/bin/voxproof" verify demo.wav
     ;;
   test)
     setup

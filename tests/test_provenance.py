@@ -14,10 +14,14 @@ from voxproof.provenance import (
     SQLiteRegistry,
     text_hash,
 )
+from voxproof.watermark import WatermarkKey
+
+KEY_K = WatermarkKey(b"k" * 32)
+KEY_J = WatermarkKey(b"j" * 32)
 
 
 def make_record(record_id: int, **over) -> ProvenanceRecord:
-    fields = {"record_id": record_id, "key_id": "ab12cd34", "text_hash": text_hash(b"k" * 32, "hi"),
+    fields = {"record_id": record_id, "key_id": "ab12cd34", "text_hash": text_hash(KEY_K, "hi"),
                   "model_manifest_sha256": "11" * 32, "voice": "joe", "sample_rate": 22050,
                   "duration_s": 1.25, "caller": "cli:test", "entry_point": "cli"}
     fields.update(over)
@@ -73,13 +77,13 @@ def test_concurrent_writers_of_one_id_give_exactly_one_winner(registry):
 
 def test_record_never_holds_the_text():
     said = "meet me at the old mill"
-    rec = make_record(1, text_hash=text_hash(b"k" * 32, said))
+    rec = make_record(1, text_hash=text_hash(KEY_K, said))
     body = rec.model_dump_json()
     assert all(word not in body for word in ("meet", "mill"))
     # The hash is keyed: the same key and text match; another key or text does not.
-    assert text_hash(b"k" * 32, said) == rec.text_hash
-    assert text_hash(b"j" * 32, said) != rec.text_hash
-    assert text_hash(b"k" * 32, said + ".") != rec.text_hash
+    assert text_hash(KEY_K, said) == rec.text_hash
+    assert text_hash(KEY_J, said) != rec.text_hash
+    assert text_hash(KEY_K, said + ".") != rec.text_hash
 
 
 def test_record_id_must_fit_40_bits():

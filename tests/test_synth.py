@@ -6,7 +6,9 @@ one runs the real command in a fresh process on the default voice and listens to
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import wave
@@ -143,3 +145,13 @@ def test_the_real_command_speaks_intelligibly(default_layer, tmp_path):
     heard = words(Recognizer().transcribe(pcm / 32768.0, rate))
     reference = reference_words(text)
     assert edit_distance(reference, heard) / len(reference) <= 0.35, heard
+    # Every output is marked and recorded: `voxproof verify` (another fresh process, the same
+    # state folder) finds the record that `synth` printed.
+    record_id = re.search(r"record ([0-9a-f]{10})", done.stdout).group(1)
+    checked = subprocess.run([sys.executable, "-m", "voxproof", "verify", str(out), "--json"],
+                             capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    report = json.loads(checked.stdout)
+    assert report["found"] and report["record_id"] == record_id
+    assert report["verdict"] == "recorded" and report["record"]["entry_point"] == "cli"
+    assert text not in checked.stdout + done.stdout

@@ -109,21 +109,31 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from voxproof import audio
-    from voxproof.watermark import WatermarkKey, detect
+    from voxproof.service import build_local_service, local_caller
     from voxproof.watermark.timeline import plot_timeline, report_text
 
-    paths = args.key_file or [None]
-    keys = [WatermarkKey.read_key_file(_key_file(argparse.Namespace(key_file=p))) for p in paths]
+    settings = get_settings()
+    key_files = [str(p) for p in args.key_file] if args.key_file else None
+    service = build_local_service(settings, key_files=key_files, create_key=False)
     decoded = audio.read_file(args.file)
-    found = detect(decoded.samples, decoded.sample_rate, keys)
+    report = service.verify_decoded(decoded, local_caller("cli"))
     if args.plot:
-        plot_timeline(found, decoded.duration_s, args.plot)
+        plot_timeline(report.detection, decoded.duration_s, args.plot)
     if args.json:
-        body = found.to_dict() | {"duration_s": round(decoded.duration_s, 3)}
-        print(json.dumps(body))
+        print(json.dumps(report.to_dict()))
     else:
-        print(report_text(found, Path(args.file).name, decoded.duration_s, decoded.sample_rate))
+        print(report_text(report.detection, Path(args.file).name, decoded.duration_s,
+                          decoded.sample_rate))
+        print(_record_text(report))
     return 0
+
+
+def _record_text(report) -> str:
+    if report.record is not None:
+        r = report.record
+        return (f"record:  {r.record_id_hex} made {r.created_at} by {r.caller} via "
+                f"{r.entry_point}; voice {r.voice}, {r.duration_s:.2f} s")
+    return "\n".join(f"note:    {line}" for line in report.unchecked) if report.unchecked else ""
 
 
 def _add_layer(sub: argparse._SubParsersAction) -> None:
@@ -209,13 +219,16 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         raise RequestError("give the text either as an argument or with --text-file")
     text = args.text if args.text_file is None else read_text_file(
         args.text_file, max_chars=settings.max_text_chars_sync)
-    speech = synth_to_wav(text, args.out, settings=settings, deadline_s=args.deadline_s)
-    for removal in speech.removed:
+    result = synth_to_wav(text, args.out, settings=settings, deadline_s=args.deadline_s)
+    for removal in result.speech.removed:
         print(f"note: removed {removal.code_point} ({removal.reason}) at position "
               f"{removal.position}", file=sys.stderr)
+    record = result.record
     print(
-        f"wrote {args.out}: {speech.duration_s:.2f} s, {speech.sample_rate} Hz 16-bit WAV, "
-        f"voice {speech.voice}, model manifest sha256 {speech.manifest_sha256}"
+        f"wrote {args.out}: {result.duration_s:.2f} s, {result.sample_rate} Hz 16-bit WAV, "
+        f"voice {record.voice}, model manifest sha256 {record.model_manifest_sha256}\n"
+        f"marked with record {record.record_id_hex} under key {record.key_id} "
+        f"(recorded in the local registry)"
     )
     return 0
 

@@ -34,6 +34,7 @@ from typing import Any, Final, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxproof.errors import Unavailable, VoxproofError
+from voxproof.watermark.keys import WatermarkKey
 
 RECORD_SCHEMA_VERSION: Final = 1
 #: Entry points that write records.
@@ -78,7 +79,8 @@ class ProvenanceRecord(BaseModel):
     """Duration of the returned audio."""
 
     text_hash: str
-    """HMAC-SHA256 of the NFC text under a key derived from the watermark key (hex)."""
+    """HMAC-SHA256 of the NFC text under a key derived from the watermark key (hex): whoever
+    holds the key and a candidate text can check it; nobody can read the text back."""
 
     caller: str
     """Who asked: API key id, IAM principal, queue/bucket source or local user."""
@@ -109,9 +111,9 @@ class ProvenanceRecord(BaseModel):
         return body
 
 
-def text_hash(key_secret: bytes, text: str) -> str:
-    """Keyed hash of ``text``: HMAC-SHA256 under a key derived from the watermark secret."""
-    sub_key = hmac.new(key_secret, _TEXT_HASH_LABEL, hashlib.sha256).digest()
+def text_hash(key: WatermarkKey, text: str) -> str:
+    """Keyed hash of ``text`` (NFC): HMAC-SHA256 under a key derived from the watermark key."""
+    sub_key = key.mac(_TEXT_HASH_LABEL)
     normal = unicodedata.normalize("NFC", text).encode("utf-8")
     return hmac.new(sub_key, normal, hashlib.sha256).hexdigest()
 

@@ -67,6 +67,40 @@ class Settings(BaseSettings):
     torch_threads: int = 0
     """Threads for torch inference; 0 means one per available core."""
 
+    # --- AWS (set by template.yaml; unset locally, where SQLite and key files are used) -----
+    records_table: str | None = None
+    """DynamoDB table of provenance records (template: RecordsTable)."""
+
+    idempotency_table: str | None = None
+    """DynamoDB table for batch idempotency (template: IdempotencyTable)."""
+
+    input_bucket: str | None = None
+    """Bucket of uploads: verify inputs under ``verify/``, job files under ``jobs/``."""
+
+    output_bucket: str | None = None
+    """Bucket of outputs: large speech under ``speech/``, batch results under ``batch/``."""
+
+    jobs_queue_url: str | None = None
+    """SQS queue of batch jobs (job files fan out into it)."""
+
+    key_secret_id: str | None = None
+    """Secrets Manager secret (ARN) holding the watermark key as 64 hex characters."""
+
+    key_cache_s: int = 300
+    """How long a container reuses the fetched key before asking Secrets Manager again."""
+
+    preload_voice: bool = False
+    """Load the model at container start (the speech function) rather than on first use."""
+
+    deadline_margin_s: float = 1.0
+    """Time kept back from Lambda's remaining time for answering."""
+
+    inline_audio_max_bytes: int = 4_000_000
+    """Larger speech goes to the output bucket and comes back as a presigned URL."""
+
+    presigned_url_ttl_s: int = 900
+    """Lifetime of presigned output URLs."""
+
     @model_validator(mode="after")
     def _fill_key_file(self) -> Settings:
         if self.key_file is None:

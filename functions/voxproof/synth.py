@@ -1,23 +1,21 @@
-"""The local speak use case behind ``voxproof synth``: text -> the voice -> a 16-bit WAV file.
+"""The local speak use case behind ``voxproof synth``: text -> ``service.speak`` (synthesize,
+mark, record) -> a 16-bit WAV file.
 
 All or nothing: the output path and the text are checked before the model is loaded, the voice
-speaks within the time budget or raises, and the WAV (at the voice's own rate) appears under
-its name only once it is complete (``voxproof.audio.write_file`` writes a temporary file and
-renames it). The CLI is a thin adapter over :func:`synth_to_wav`.
-
-Until the watermark lands this is synthesize -> encode; ``voxproof.service.speak`` (validate
--> synthesize -> mark -> record -> encode) is meant to take its place behind the same
-function, so that the CLI does not change.
+speaks within the time budget or raises, the audio is marked with the local key (created in the
+state folder on first use) and recorded in the local registry, and the WAV (at the voice's own
+rate) appears under its name only once it is complete (``voxproof.audio.write_file`` writes a
+temporary file and renames it). The CLI is a thin adapter over :func:`synth_to_wav`.
 
 The time budget (``deadline_s``) starts once the voice is loaded and calibrated, as on a warm
 Lambda: it bounds the synthesis, not the one-off start-up (seconds; minutes on first use, when
 the model layer is built).
 
 Example:
-    >>> speech = synth_to_wav("Hello.", Path("hello.wav"), settings=Settings(),
+    >>> result = synth_to_wav("Hello.", Path("hello.wav"), settings=Settings(),
     ...                       deadline_s=60)  # doctest: +SKIP
-    >>> speech.sample_rate  # doctest: +SKIP
-    22050
+    >>> result.sample_rate, len(result.record.record_id_hex)  # doctest: +SKIP
+    (22050, 10)
 """
 
 from __future__ import annotations
@@ -28,9 +26,10 @@ from typing import Final
 from voxproof.audio import write_file
 from voxproof.deadline import Deadline
 from voxproof.errors import InputUnreadable, OutputError, TextNotUtf8, TextTooLong
+from voxproof.service import SpeechResult, build_local_service, local_caller
 from voxproof.settings import Settings
 from voxproof.text import prepare
-from voxproof.voice import Speech, Voice, load_voice
+from voxproof.voice import Voice
 
 OUTPUT_SUFFIX: Final = ".wav"
 """The one output format of ``voxproof synth``: 16-bit PCM WAV."""
@@ -38,8 +37,8 @@ _UTF8_MAX_BYTES: Final = 4
 
 
 def synth_to_wav(text: str, out: Path, *, settings: Settings, deadline_s: float,
-                 voice: Voice | None = None) -> Speech:
-    """Speak ``text`` into the WAV file ``out``; returns what was written.
+                 voice: Voice | None = None) -> SpeechResult:
+    """Speak ``text`` into the WAV file ``out``, marked and recorded; returns what was written.
 
     Parameters
     ----------
@@ -57,13 +56,14 @@ def synth_to_wav(text: str, out: Path, *, settings: Settings, deadline_s: float,
     check_output(out)
     max_chars = settings.max_text_chars_sync
     prepare(text, max_chars=max_chars)  # text errors before the model is loaded
-    voice = voice or load_voice(settings)
-    speech = voice.synthesize(text, deadline=Deadline.after(deadline_s), max_chars=max_chars)
+    service = build_local_service(settings, voice=voice, max_chars=max_chars)
+    service.load()  # the model (built on first use) is ready before the time budget starts
+    result = service.speak(text, local_caller("cli"), Deadline.after(deadline_s))
     try:
-        write_file(out, speech.samples, speech.sample_rate, "wav")
+        write_file(out, result.samples, result.sample_rate, "wav")
     except OSError:
         raise OutputError("the output file cannot be written") from None
-    return speech
+    return result
 
 
 def read_text_file(path: Path, *, max_chars: int) -> str:

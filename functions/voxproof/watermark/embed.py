@@ -80,10 +80,11 @@ def embed_coded(
 
 def _residual(x8: np.ndarray, pattern: Pattern, coded: np.ndarray) -> np.ndarray:
     n_slots = len(x8) // (an.SLOT_HOPS * an.HOP)
+    host = _tile_log_energy(x8, n_slots)
+    n_slots = len(host)  # the analysis may hold one slot fewer than the length suggests
     n_blocks = n_slots // 2
     if n_blocks == 0:
         return np.zeros_like(x8)
-    host = _tile_log_energy(x8, n_slots)
     active = _speech_blocks(host)
     if not active.any():
         return np.zeros_like(x8)

@@ -1,0 +1,152 @@
+"""Where the watermark keys come from: the key that marks, and every key verify accepts.
+
+A ``KeyRing`` holds the current key (it marks new audio) and the previous ones (still accepted
+at verify, so rotating a key does not orphan audio already out there). Sources:
+
+- ``FileKeySource``: key files (the local CLI and server). The first file is the current key;
+  with ``create=True`` a missing first file is generated (mode 0600 in a 0700 folder).
+- ``SecretsManagerKeySource``: an AWS Secrets Manager secret holding the 64 hex characters;
+  its ``AWSCURRENT`` version marks, ``AWSPREVIOUS`` is accepted at verify. Values are cached per
+  container for ``max_age_s`` (Powertools' parameters utility), so a rotation reaches every
+  container within that time. The boto3 client comes from the caller.
+
+Keys never appear in logs, errors or reprs (``WatermarkKey.__repr__`` shows the key id only).
+
+Example:
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> ring = FileKeySource([folder / "k"], create=True).keyring()
+    >>> ring.accepted == (ring.current,)
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from voxproof.errors import KeyError_, Unavailable
+from voxproof.watermark import WatermarkKey
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The key that marks and the keys that verify."""
+
+    current: WatermarkKey
+    """Marks new audio; tried first at verify."""
+
+    previous: tuple[WatermarkKey, ...] = ()
+    """Retired keys still accepted at verify."""
+
+    @property
+    def accepted(self) -> tuple[WatermarkKey, ...]:
+        """Every key verify tries, current first, without duplicates."""
+        keys = [self.current]
+        for key in self.previous:
+            if key not in keys:
+                keys.append(key)
+        return tuple(keys)
+
+
+class KeySource(Protocol):
+    """Anything that can say which keys are in force now."""
+
+    def keyring(self) -> KeyRing:
+        """The keys in force (may be cached)."""
+
+
+class FileKeySource:
+    """Keys from files of 64 hex characters; the first is the current key.
+
+    Parameters
+    ----------
+    paths:
+        Key files, current first.
+    create:
+        Generate the first file (mode 0600, folder 0700) if it does not exist.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], *, create: bool = False) -> None:
+        if not paths:
+            raise KeyError_("at least one key file is needed")
+        self._paths = [Path(p) for p in paths]
+        self._create = create
+        self._ring: KeyRing | None = None
+
+    def keyring(self) -> KeyRing:
+        if self._ring is None:
+            self._ring = KeyRing(self._first(), tuple(
+                WatermarkKey.read_key_file(p) for p in self._paths[1:]))
+        return self._ring
+
+    def _first(self) -> WatermarkKey:
+        path = self._paths[0]
+        if self._create and not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            key = WatermarkKey.generate()
+            try:
+                key.write_key_file(path)
+                log.info("created a new watermark key %s in the local state folder", key.key_id)
+            except KeyError_:
+                pass  # another process created it first: read theirs
+        return WatermarkKey.read_key_file(path)
+
+
+class SecretsManagerKeySource:
+    """Keys from an AWS Secrets Manager secret (AWSCURRENT marks, AWSPREVIOUS verifies).
+
+    Parameters
+    ----------
+    secret_id:
+        The secret's name or ARN (not secret itself; template.yaml passes the ARN).
+    client:
+        A boto3 ``secretsmanager`` client.
+    max_age_s:
+        How long a fetched value is reused in this container.
+    """
+
+    def __init__(self, secret_id: str, client: Any, *, max_age_s: int = 300) -> None:
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+        self._secret_id = secret_id
+        self._max_age = max_age_s
+        # One provider per version stage: Powertools' cache key is the name, not the stage.
+        self._current = SecretsProvider(boto3_client=client)
+        self._previous = SecretsProvider(boto3_client=client)
+        self._client = client
+
+    def keyring(self) -> KeyRing:
+        current = self._fetch(self._current, "AWSCURRENT", required=True)
+        previous = self._fetch(self._previous, "AWSPREVIOUS", required=False)
+        assert current is not None
+        return KeyRing(current, () if previous is None else (previous,))
+
+    def _fetch(self, provider: Any, stage: str, *, required: bool) -> WatermarkKey | None:
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+        try:
+            value = provider.get(self._secret_id, max_age=self._max_age, VersionStage=stage)
+        except GetParameterError as exc:
+            if not required and _is_missing_stage(exc):
+                return None
+            raise Unavailable("the watermark key cannot be read from the secret store") from None
+        if not isinstance(value, str):
+            raise KeyError_("the watermark key secret must be a string of 64 hex characters")
+        try:
+            return WatermarkKey.from_hex(value)
+        except KeyError_:
+            raise KeyError_(
+                f"the watermark key secret's {stage} version is not 64 hex characters") from None
+
+
+def _is_missing_stage(exc: Exception) -> bool:
+    """A secret without an AWSPREVIOUS version (never rotated) is not an error."""
+    text = str(exc)
+    return "ResourceNotFoundException" in text or "VersionStage" in text

@@ -1,0 +1,293 @@
+"""The use cases, as the product sees them. Every entry point (CLI, local server, Lambda
+handlers) calls these and nothing else.
+
+- ``speak``: validate -> synthesize -> mark -> record -> (caller encodes). The provenance
+  record is written before the audio is returned; if the time runs out or the record cannot be
+  written, there is neither audio nor record.
+- ``verify``: decode -> detect -> look up -> report. A registry that cannot be reached does not
+  hide what the mark says: the report lists it under ``unchecked``.
+
+No AWS type appears here: the voice, key source and registry come in through the constructor
+(``build_local_service`` wires the local ones; the Lambda handlers wire DynamoDB and Secrets
+Manager).
+
+Example:
+    >>> service = build_local_service(Settings())                      # doctest: +SKIP
+    >>> result = service.speak("Hello.", Caller("cli:me", "cli"),       # doctest: +SKIP
+    ...                        Deadline.after(60))
+    >>> service.verify(result.wav(), Caller("cli:me", "cli")).found    # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from voxproof import audio
+from voxproof.deadline import Deadline
+from voxproof.errors import DeadlineExceeded, Unavailable, VoxproofError
+from voxproof.keyring import FileKeySource, KeyRing, KeySource
+from voxproof.provenance import (
+    ProvenanceRecord,
+    RecordExists,
+    Registry,
+    SQLiteRegistry,
+    text_hash,
+)
+from voxproof.settings import Settings
+from voxproof.voice import Speech, Voice
+from voxproof.watermark import Detection, detect, embed
+
+RECORD_ID_BITS: Final = 40
+_ID_ATTEMPTS: Final = 8  # fresh ids tried when an id is taken (2^-40 odds each, per record held)
+#: Time kept back for marking and recording once the speech is done (marking runs at ~1 % of
+#: real time; a registry write is one request).
+MARK_AND_RECORD_MARGIN_S: Final = 0.5
+
+
+class UnknownVoice(VoxproofError):
+    code = "unknown_voice"
+    status = 422
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, and through which door."""
+
+    identity: str
+    """API key id, IAM principal, queue/bucket source or local user (never a secret)."""
+
+    entry_point: str
+    """cli, api, batch-sqs, batch-s3 or serve."""
+
+    request_id: str | None = None
+    """The Lambda/API request id, when there is one."""
+
+    job_id: str | None = None
+    """The batch job id, when the request is a job."""
+
+
+@dataclass(frozen=True, eq=False)
+class SpeechResult:
+    """Marked audio and the record that vouches for it."""
+
+    samples: np.ndarray
+    """float32 mono, marked."""
+
+    sample_rate: int
+    """Hz."""
+
+    record: ProvenanceRecord
+    """Already stored in the registry."""
+
+    speech: Speech = field(repr=False)
+    """The unmarked synthesis' metadata (voice, units, removed characters)."""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+    def wav(self) -> bytes:
+        """The audio as 16-bit PCM WAV bytes."""
+        return audio.encode(self.samples, self.sample_rate, "wav")
+
+
+@dataclass(frozen=True, eq=False)
+class VerifyReport:
+    """What verify says about one piece of audio."""
+
+    detection: Detection
+    """The mark search's result (record id only when its keyed tag verified)."""
+
+    record: ProvenanceRecord | None
+    """The provenance record the mark names, when the registry has it."""
+
+    duration_s: float
+    """Length of the decoded audio."""
+
+    sample_rate: int
+    """Its sample rate."""
+
+    unchecked: tuple[str, ...] = ()
+    """What could not be checked, in words (e.g. the registry was unreachable)."""
+
+    @property
+    def found(self) -> bool:
+        return self.detection.found
+
+    @property
+    def verdict(self) -> str:
+        """``recorded`` (mark and record agree), ``marked`` (mark verified, no record here)
+        or ``not_found``."""
+        if not self.detection.found:
+            return "not_found"
+        return "recorded" if self.record is not None else "marked"
+
+    def to_dict(self) -> dict[str, Any]:
+        body = self.detection.to_dict()
+        body.pop("windows", None)
+        body.update(
+            verdict=self.verdict,
+            confidence=round(1.0 - self.detection.p_false, 12) if self.found else 0.0,
+            duration_s=round(self.duration_s, 3),
+            sample_rate=self.sample_rate,
+            record=None if self.record is None else self.record.public_dict(),
+            unchecked=list(self.unchecked),
+        )
+        return body
+
+
+class Service:
+    """speak and verify over a voice, a key source and a provenance registry.
+
+    Parameters
+    ----------
+    voice:
+        The loaded voice, or a function that loads it on the first ``speak`` (verify never
+        needs the model, so a verify-only process never loads it).
+    keys:
+        Where the keys in force come from (asked on every request; sources cache).
+    registry:
+        Where provenance records live.
+    max_chars:
+        The longest text this entry point accepts.
+    new_record_id:
+        Draws a record id (default: 40 random bits from the OS CSPRNG).
+    """
+
+    def __init__(self, voice: Voice | Callable[[], Voice], keys: KeySource, registry: Registry,
+                 *, max_chars: int, new_record_id: Callable[[], int] | None = None) -> None:
+        self._voice = voice
+        self._voice_lock = threading.Lock()
+        self.keys = keys
+        self.registry = registry
+        self.max_chars = max_chars
+        self._new_record_id = new_record_id or (lambda: secrets.randbits(RECORD_ID_BITS))
+
+    @property
+    def voice(self) -> Voice:
+        """The voice, loaded on first use (see ``load``)."""
+        return self.load()
+
+    def load(self) -> Voice:
+        """Load the voice now (a server does this at start-up; verify never needs it)."""
+        if not isinstance(self._voice, Voice):
+            with self._voice_lock:
+                if not isinstance(self._voice, Voice):
+                    self._voice = self._voice()
+        return self._voice
+
+    # --- speak ------------------------------------------------------------------------------
+
+    def speak(self, text: str, caller: Caller, deadline: Deadline, *,
+              voice: str | None = None) -> SpeechResult:
+        """Speak ``text``, mark it, record it; all or nothing within ``deadline``."""
+        self._check_voice(voice)
+        keyring = self.keys.keyring()
+        voice_ = self.voice
+        speech = voice_.synthesize(text, deadline=deadline, max_chars=self.max_chars)
+        if deadline.remaining() < MARK_AND_RECORD_MARGIN_S:
+            raise DeadlineExceeded("the time ran out before the audio could be marked and "
+                                   "recorded; nothing was kept")
+        marked, record = self._mark_and_record(speech, text, caller, keyring)
+        return SpeechResult(marked, speech.sample_rate, record, speech)
+
+    def _check_voice(self, voice: str | None) -> None:
+        if voice is not None and voice != self.voice.name:
+            raise UnknownVoice(f"unknown voice; this deployment speaks '{self.voice.name}'",
+                               voices=[self.voice.name])
+
+    def _mark_and_record(self, speech: Speech, text: str, caller: Caller,
+                         keyring: KeyRing) -> tuple[np.ndarray, ProvenanceRecord]:
+        key = keyring.current
+        hashed = text_hash(key, text)
+        for _ in range(_ID_ATTEMPTS):
+            record = ProvenanceRecord.new(
+                record_id=self._new_record_id(), key_id=key.key_id, text_hash=hashed,
+                model_manifest_sha256=speech.manifest_sha256, voice=speech.voice,
+                sample_rate=speech.sample_rate, duration_s=round(speech.duration_s, 3),
+                caller=caller.identity, entry_point=caller.entry_point,
+                job_id=caller.job_id, request_id=caller.request_id,
+            )
+            marked = embed(speech.samples, speech.sample_rate, key, record.record_id)
+            try:
+                self.registry.put_new(record)
+            except RecordExists:
+                continue
+            return marked, record
+        raise Unavailable("no free record id was found; try again")
+
+    # --- verify -----------------------------------------------------------------------------
+
+    def verify(self, upload: bytes, caller: Caller, *, declared: str | None = None,
+               limits: audio.AudioLimits = audio.DEFAULT_LIMITS) -> VerifyReport:
+        """Decode ``upload``, look for a mark of any accepted key, and look its record up."""
+        clip = audio.decode(upload, declared=declared, limits=limits)
+        return self.verify_decoded(clip, caller)
+
+    def verify_decoded(self, clip: audio.DecodedAudio, caller: Caller) -> VerifyReport:
+        """``verify`` for audio that is already decoded (local files)."""
+        found = detect(clip.samples, clip.sample_rate, self.keys.keyring().accepted)
+        record, unchecked = self._look_up(found)
+        return VerifyReport(found, record, clip.duration_s, clip.sample_rate, unchecked)
+
+    def _look_up(self, found: Detection) -> tuple[ProvenanceRecord | None, tuple[str, ...]]:
+        if not found.found or found.record_id is None:
+            return None, ()
+        try:
+            record = self.registry.get(found.record_id)
+        except Unavailable:
+            return None, (_UNREACHABLE,)
+        if record is None:
+            return None, (_NO_RECORD,)
+        if record.key_id != found.key_id:
+            return None, (_OTHER_KEY,)
+        return record, ()
+
+
+_UNREACHABLE: Final = "the provenance registry could not be reached: the record was not looked up"
+_NO_RECORD: Final = ("no record with this id in this registry: the mark and its key are genuine, "
+                     "but the record lives elsewhere or was lost")
+_OTHER_KEY: Final = "the registry's record names another key than the one that matched"
+
+
+def build_local_service(settings: Settings, *, voice: Voice | None = None,
+                        key_files: list[str] | None = None, create_key: bool = True,
+                        max_chars: int | None = None) -> Service:
+    """The service on this machine: key files and a SQLite registry in the state folder.
+
+    Parameters
+    ----------
+    settings:
+        Where the state folder, key file and model layer are.
+    voice:
+        An already loaded voice; by default the settings' layer is loaded (built on first use)
+        when the first speech is asked for.
+    key_files:
+        Key files, current first (default: the state folder's key, created if missing when
+        ``create_key``).
+    """
+    from voxproof.voice import load_voice
+
+    settings.ensure_state_dir()
+    files = key_files or [str(settings.key_file)]
+    keys = FileKeySource(files, create=create_key and not key_files)
+    registry = SQLiteRegistry(settings.state_dir / "records.sqlite3")
+    return Service(voice or (lambda: load_voice(settings)), keys, registry,
+                   max_chars=max_chars or settings.max_text_chars_sync)
+
+
+def local_caller(entry_point: str = "cli") -> Caller:
+    """The local user as a caller."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Caller(identity=f"local:{user}", entry_point=entry_point)
