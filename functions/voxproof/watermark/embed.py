@@ -31,7 +31,7 @@ _EHOP: Final = 64  # embedding STFT hop (75 % overlap)
 _EWIN: Final = np.hanning(an.FRAME + 1)[:-1]
 _LEAD: Final = 224  # embedding frame i starts at sample 64 i - 224 (centre 64 (i - 2) + 32)
 _BINS: Final = slice(an.FIRST_BIN, an.FIRST_BIN + BANDS * an.BAND_BINS)
-_SLOT_ENERGY_PER_POWER: Final = an.SLOT_HOPS * BANDS * an.BAND_BINS * float(np.sum(_EWIN**2))
+SLOT_ENERGY_PER_POWER: Final = an.SLOT_HOPS * BANDS * an.BAND_BINS * float(np.sum(_EWIN**2))
 
 
 def embed(samples: np.ndarray, sample_rate: int, key: WatermarkKey, record_id: int) -> np.ndarray:
@@ -123,7 +123,7 @@ def _speech_blocks(tiles: np.ndarray) -> np.ndarray:
     level = np.log(np.exp(tiles).sum(axis=1))
     ref = np.percentile(level, 99)
     speech = (level >= ref - GATE_DB * np.log(10) / 10) & (
-        level >= np.log(FLOOR_POWER * _SLOT_ENERGY_PER_POWER)
+        level >= np.log(FLOOR_POWER * SLOT_ENERGY_PER_POWER)
     )
     n_blocks = len(tiles) // 2
     return speech[0 : 2 * n_blocks : 2] & speech[1 : 2 * n_blocks : 2]
