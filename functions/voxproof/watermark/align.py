@@ -88,7 +88,9 @@ def correlate(blocks: np.ndarray, first: np.ndarray | int, weights: np.ndarray) 
     """
     lead = blocks.shape[:-3]
     j_count = blocks.shape[-3]
-    prod = (blocks.reshape(-1, BANDS) @ weights.T).reshape(*lead, j_count, _ROWS, UNIT_BLOCKS)
+    # einsum, not a BLAS product: small products on threads that spin cost more than they save
+    prod = np.einsum("nb,ub->nu", blocks.reshape(-1, BANDS), weights).reshape(
+        *lead, j_count, _ROWS, UNIT_BLOCKS)
     if np.iscomplexobj(prod):
         prod = prod.real
     first = np.broadcast_to(np.asarray(first), lead).reshape(*lead, 1, 1)
