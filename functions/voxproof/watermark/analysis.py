@@ -134,8 +134,8 @@ _DB: Final = 10.0 / np.log(10.0)
 def cell_levels(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """How far (dB) each cell lies below its block: the block's mean power over all bands
     against the cell's mean log energy. Both are symmetric in the two slots, so the mark, which
-    moves a cell's two tiles in opposite directions, leaves them unchanged; volume and cuts
-    cancel out."""
+    moves a cell's two tiles in opposite directions, leaves the cell's mean unchanged and the
+    block's power nearly so (its loud cells move least); volume and cuts cancel out."""
     block = np.logaddexp(np.log(np.exp(first).sum(axis=-1)), np.log(np.exp(second).sum(axis=-1)))
     return _DB * (block[..., None] - np.log(2.0) - 0.5 * (first + second))
 

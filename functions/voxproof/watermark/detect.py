@@ -114,7 +114,7 @@ def inspect(
         attempts += used
         first_bits = bits if first_bits is None else first_bits
         if hit is not None:
-            return _report(hit, key, attempts), hit[2]
+            return _report(hit, key, attempts), hit.bits
     return Detection(found=False, p_false=_p_false(attempts)), first_bits
 
 
@@ -124,7 +124,15 @@ def _p_false(attempts: int) -> float:
 
 
 # --- the search -----------------------------------------------------------------------------
-_Hit = tuple[Candidate, int, np.ndarray]  # candidate, record id, payload bits
+@dataclass(frozen=True)
+class _Hit:
+    """A decode whose tag verified: where, from which fold, what."""
+
+    cand: Candidate
+    folded: np.ndarray
+    offset: int  # alignment of ``folded`` the bits were read at
+    record_id: int
+    bits: np.ndarray
 
 
 class _Attempts:
@@ -183,7 +191,7 @@ def _search_followed(views: Views, pattern: Pattern, attempts: _Attempts) -> _Hi
     total, cand = followed
     bits = align.decode_fold(total, pattern)
     record_id = attempts.verify(bits)
-    return None if record_id is None else (cand, record_id, bits)
+    return None if record_id is None else _Hit(cand, total, 0, record_id, bits)
 
 
 def _distinct(cands: list[Candidate], tried: list[Candidate]) -> list[Candidate]:
@@ -207,31 +215,28 @@ def _decode_candidate(cand: Candidate, pattern: Pattern, attempts: _Attempts) ->
         bits = align.decode_fold(folded, pattern, cand.offset)
         record_id = attempts.verify(bits)
         if record_id is not None:
-            return cand, record_id, bits
+            return _Hit(cand, folded, cand.offset, record_id, bits)
     return None
 
 
 # --- the report -------------------------------------------------------------------------------
 def _report(hit: _Hit, key: WatermarkKey, attempts: int) -> Detection:
-    cand, record_id, bits = hit
-    coded = ecc.encode(bits)
+    coded = ecc.encode(hit.bits)
     pattern = pattern_for(key)
     cells, signs = align.codeword_cells(pattern, coded)
-    score = float(
-        align.correlation_z(align.tracked_fold(cand, pattern), pattern, cells, signs)[cand.offset]
-    )
-    windows = _localise(cand.view, pattern, coded)
+    score = float(align.correlation_z(hit.folded, pattern, cells, signs)[hit.offset])
+    windows = _localise(hit.cand.view, pattern, coded)
     return Detection(
         found=True,
-        record_id=record_id,
+        record_id=hit.record_id,
         key_id=key.key_id,
         tag_verified=True,
         score=score,
         p_false=_p_false(attempts),
         windows=[(a, b, z) for a, b, z, _ in windows],
         segments=_segments(windows),
-        speed=cand.view.scale,
-        mode=cand.view.mode,
+        speed=hit.cand.view.scale,
+        mode=hit.cand.view.mode,
     )
 
 
