@@ -35,8 +35,8 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_watermark as bench  # noqa: E402
-from voxproof.watermark import analysis as an  # noqa: E402
+import bench_watermark as bench
+from voxproof.watermark import analysis as an
 
 FINE_HOP = 8  # 1 ms frames at 8 kHz
 CLOCK = 8192  # samples per turn of the position clock
