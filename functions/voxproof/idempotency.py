@@ -50,6 +50,7 @@ class Idempotency:
         self._client = client
         self.expires_after_s = expires_after_s
         self._configs: list[Any] = []
+        self._context: Any = None
 
     def once(self, fn: Callable[..., dict[str, Any]], *, prefix: str, key: str,
              validate: str | None = None) -> Callable[..., dict[str, Any]]:
@@ -73,7 +74,7 @@ class Idempotency:
         config = IdempotencyConfig(
             event_key_jmespath=key, payload_validation_jmespath=validate or "",
             raise_on_no_idempotency_key=True, expires_after_seconds=self.expires_after_s,
-            hash_function="sha256", response_hook=_replayed,
+            hash_function="sha256", response_hook=_replayed, lambda_context=self._context,
         )
         self._configs.append(config)
         # One persistence layer per function: Powertools configures a layer only once.
@@ -88,6 +89,7 @@ class Idempotency:
 
     def register(self, context: Any) -> None:
         """Give every function this invocation's Lambda context (for in-progress expiry)."""
+        self._context = context
         for config in self._configs:
             config.register_lambda_context(context)
 
