@@ -19,6 +19,7 @@ from voxproof.errors import (
     JobInProgress,
     JobInvalid,
     JobNotStarted,
+    JobTooLong,
     KeyError_,
     TextTooLong,
     Unavailable,
@@ -111,7 +112,7 @@ def test_errors_never_echo_values_and_cut_long_field_names():
 
 def test_job_address_is_read_from_otherwise_invalid_jobs():
     assert job_address('{"job_id": "a", "text": 5, "output_key": "f/g"}') == ("a", "f/g")
-    assert job_address('{"job_id": "a", "output_key": "../x"}') is None
+    assert job_address('{"job_id": "a", "output_key": "../x"}') == ("a", None)
     assert job_address('{"job_id": "../a"}') is None
     assert job_address("nope") is None
 
@@ -136,6 +137,7 @@ def test_fingerprint_is_keyed_and_changes_with_every_field():
 
 @pytest.mark.parametrize(("err", "permanent"), [
     (JobInvalid("x"), True), (TextTooLong("x"), True), (FormatCharacter("x"), True),
+    (JobTooLong("x"), True),
     (UnknownVoice("x"), True), (JobConflict("x"), True),
     (JobNotStarted("x"), False), (DeadlineTooShort("x"), False), (JobInProgress("x"), False),
     (Unavailable("x"), False), (KeyError_("x"), False), (RuntimeError("bug"), False),
@@ -259,12 +261,24 @@ def test_a_permanent_failure_leaves_one_error_object_even_when_replayed(service,
     assert registry.count() == 0
 
 
-def test_a_retryable_failure_leaves_no_object(service, store, s3, registry):
+def test_too_little_time_left_is_retried_but_too_long_for_any_invocation_is_not(
+        service, store, s3, registry):
     runner = JobRunner(service, store)
-    with pytest.raises(DeadlineTooShort):
-        runner.handle(json.dumps({"job_id": "slow", "text": SECRET * 20}), CALLER,
-                      Deadline.after(1.05))
+    body = json.dumps({"job_id": "slow", "text": f"{SECRET}. " * 20})
+    # Late in an invocation that started with ten minutes: another invocation can do it.
+    for budget_s in (None, 600.0):
+        with pytest.raises(DeadlineTooShort) as caught:
+            runner.handle(body, CALLER, Deadline.after(1.05), budget_s=budget_s)
+        assert not is_permanent(caught.value)
     assert versions(s3) == [] and registry.count() == 0
+    # More than a whole invocation has: no retry can succeed; the error object says so.
+    with pytest.raises(JobTooLong) as caught:
+        runner.handle(body, CALLER, Deadline.after(1.05), budget_s=2.0)
+    assert caught.value.details["budget_s"] == 2.0 and caught.value.details["estimate_s"] > 2.0
+    client, bucket, _ = s3
+    error = json.loads(client.get_object(Bucket=bucket, Key="batch/slow.error.json")["Body"]
+                       .read())
+    assert error["error"]["code"] == "job_too_long" and registry.count() == 0
 
 
 def test_jobs_after_the_deadline_are_not_started(default_voice, store, s3, registry):

@@ -362,6 +362,13 @@ class DuplicateJobId(JobInvalid):
     code = "duplicate_job_id"
 
 
+class JobTooLong(TextTooLong):
+    """A job whose text takes longer to speak than a whole batch invocation may run: no retry
+    can succeed, so it is split by the caller. Details: ``estimate_s``, ``budget_s``."""
+
+    code = "job_too_long"
+
+
 class JobConflict(VoxproofError):
     """A job id already used for a different job (other text, voice or output_key)."""
 

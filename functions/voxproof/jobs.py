@@ -13,8 +13,8 @@ all), so a reader that waits for the ``.json`` never sees a half-written result,
 sha256 in it names the exact audio it vouches for (a WAV without its ``.json`` is a job that
 has not finished, e.g. stopped between the two PUTs; it is overwritten by the retry).
 
-A job that can never succeed as sent (bad JSON, schema, text, voice; a job id reused for a
-different job) gets ``batch/[<output_key>/]<job_id>.error.json`` (``{job_id, status, error:
+A job that can never succeed as sent (bad JSON, schema, text, voice; a text that takes longer
+to speak than a whole invocation may run; a job id reused for a different job) gets ``batch/[<output_key>/]<job_id>.error.json`` (``{job_id, status, error:
 {code, message, details?}}``, no text) whenever its job id can be read, and the message is still
 reported as failed (so it reaches the dead-letter queue after its retries, where an alarm
 fires). Everything else (time, throttling, a dependency down) is retried without an error
@@ -50,9 +50,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from voxproof.deadline import Deadline
 from voxproof.errors import (
+    DeadlineTooShort,
     JobConflict,
     JobInvalid,
     JobNotStarted,
+    JobTooLong,
     RequestError,
     TextError,
     Unavailable,
@@ -141,6 +143,12 @@ class _Address(BaseModel):
     output_key: OutputKey | None = None
 
 
+class _JobIdOnly(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: JobId
+
+
 def parse_job(body: str | bytes) -> Job:
     """The job in an SQS message body or a job-file line; ``JobInvalid`` says what is wrong
     (field and problem, never the value)."""
@@ -151,11 +159,15 @@ def parse_job(body: str | bytes) -> Job:
 
 
 def job_address(body: str | bytes) -> tuple[str, str | None] | None:
-    """``(job_id, output_key)`` of a body whose job id (and output_key) are valid, else None."""
+    """``(job_id, output_key)`` of a body whose job id is valid (``output_key`` None when it is
+    absent or invalid), else None."""
     try:
         found = _Address.model_validate_json(body)
     except ValidationError:
-        return None
+        try:
+            return _JobIdOnly.model_validate_json(body).job_id, None
+        except ValidationError:
+            return None
     return found.job_id, found.output_key
 
 
@@ -377,26 +389,42 @@ class JobRunner:
         self._once = None if idempotency is None else idempotency.once(
             self._execute, prefix=JOB_IDEMPOTENCY_PREFIX, key="job_id", validate="fingerprint")
 
-    def handle(self, body: str | bytes, caller: Caller, deadline: Deadline) -> JobOutcome:
+    def handle(self, body: str | bytes, caller: Caller, deadline: Deadline, *,
+               budget_s: float | None = None) -> JobOutcome:
         """Parse and run one message body; on a permanent failure write the error object,
-        then raise (the caller reports the message as failed either way)."""
+        then raise (the caller reports the message as failed either way).
+
+        ``budget_s`` is the whole time one invocation has (its deadline's remaining time when
+        it started): a job whose estimate exceeds it can never run, and fails as
+        ``JobTooLong`` instead of being retried.
+        """
         try:
             job = parse_job(body)
-            return self.run(job, replace(caller, job_id=job.job_id), deadline)
+            return self.run(job, replace(caller, job_id=job.job_id), deadline, budget_s=budget_s)
         except VoxproofError as err:
             if is_permanent(err):
                 self._leave_error(body, err)
             raise
 
-    def run(self, job: Job, caller: Caller, deadline: Deadline) -> JobOutcome:
+    def run(self, job: Job, caller: Caller, deadline: Deadline, *,
+            budget_s: float | None = None) -> JobOutcome:
         """Run ``job`` unless it already ran (then return the stored result)."""
         if deadline.remaining() < JOB_START_MIN_S:
             raise JobNotStarted("the invocation's time was nearly up before this job could "
                                 "start; it will be retried")
-        if self._once is None:
-            out = self._execute(claim={}, job=job, caller=caller, deadline=deadline)
-            return JobOutcome(JobResult.model_validate(out["result"]), replayed=False)
-        return self._run_once(job, caller, deadline)
+        try:
+            if self._once is None:
+                out = self._execute(claim={}, job=job, caller=caller, deadline=deadline)
+                return JobOutcome(JobResult.model_validate(out["result"]), replayed=False)
+            return self._run_once(job, caller, deadline)
+        except DeadlineTooShort as err:
+            estimate = err.details.get("estimate_s")
+            if budget_s is None or estimate is None or estimate <= budget_s:
+                raise  # a later, emptier invocation can do it
+            raise JobTooLong(
+                f"this text takes about {estimate:.0f} s to speak; a batch job may take at "
+                f"most {budget_s:.0f} s: split it into smaller jobs",
+                estimate_s=estimate, budget_s=round(budget_s, 1)) from None
 
     # --- steps ------------------------------------------------------------------------------
 

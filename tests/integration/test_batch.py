@@ -285,23 +285,28 @@ def test_same_job_id_with_other_text_is_a_conflict_not_a_reuse(world, first_run)
     assert len(world.records()) == 8
 
 
-def test_a_job_that_cannot_start_in_time_is_reported_and_leaves_nothing(world, first_run):
+def test_jobs_out_of_time_are_reported_and_leave_nothing_behind(world, first_run):
     before_versions, before_records = world.versions(), len(world.records())
     body = json.dumps({"job_id": "late-1", "text": GOOD_TEXTS[0]})
-    # Half a second beyond the margin: too little to start a job.
+    # Half a second beyond the margin: too little to start a job (retried, nothing written).
     ids, failed = world.run_jobs([body], remaining_ms=int((MARGIN_S + 0.5) * 1000))
     assert failed == set(ids)
-    # 1.05 s: the job starts, but the voice's estimate for 16 sentences does not fit.
-    long_text = " ".join(GOOD_TEXTS * 2)
-    body = json.dumps({"job_id": "late-2", "text": long_text})
+    assert world.versions() == before_versions and len(world.records()) == before_records
+    # 1.05 s: the job starts, but the voice's estimate for 16 sentences exceeds what this
+    # function's invocations get: no retry could succeed, so it gets an error object.
+    body = json.dumps({"job_id": "late-2", "text": " ".join(GOOD_TEXTS * 2)})
     ids, failed = world.run_jobs([body], remaining_ms=int((MARGIN_S + 1.05) * 1000))
     assert failed == set(ids)
-    assert world.versions() == before_versions and len(world.records()) == before_records
+    assert world.output_keys() - first_run["keys"] >= {"batch/late-2.error.json"}
+    assert not {"batch/late-2.wav", "batch/late-2.json"} & world.output_keys()
+    assert len(world.records()) == before_records
+    assert world.read_json("batch/late-2.error.json")["error"]["code"] == "job_too_long"
     assert not [i for i in world.idempotency_items() if i["status"]["S"] != "COMPLETED"]
-    # Nothing holds the job id: the retry, with time enough, runs it.
+    # Nothing holds the job id: with a whole invocation it runs, and the stale error goes.
     ids, failed = world.run_jobs([body])
     assert not failed
     assert world.read_json("batch/late-2.json")["job_id"] == "late-2"
+    assert "batch/late-2.error.json" not in world.output_keys()
 
 
 # --- S3 job files ---------------------------------------------------------------------------------
@@ -342,7 +347,7 @@ def test_job_file_enqueues_good_lines_and_reports_bad_ones_by_line(world, job_fi
     rejected = {r["line"]: (r["job_id"], r["error"]["code"]) for r in report["rejected"]}
     assert rejected == {4: (None, "invalid_job"), 5: ("file-bad", "invalid_job"),
                         6: ("file-ctl", "control_character"), 7: ("file-1", "duplicate_job_id"),
-                        8: (None, "invalid_job")}
+                        8: ("file-esc", "invalid_job")}
     assert report["counts"] == {"lines": 9, "accepted": 3, "rejected": 5}
     assert "text: required" in json.dumps(report) and "bell" not in json.dumps(report)
     assert visible_count(world.sqs, world.jobs_url) == 3

@@ -110,18 +110,22 @@ def _event_source(event: Any) -> str:
 
 def _run_jobs(event: dict[str, Any], context: Any, runtime: BatchRuntime,
               deadline: Deadline) -> dict[str, Any]:
+    budget_s = deadline.remaining()  # what every invocation of this function starts with
+
     def run(record: SQSRecord) -> None:
-        _run_job(record, context, runtime, deadline)
+        _run_job(record, context, runtime, deadline, budget_s)
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     return dict(process_partial_response(event=event, record_handler=run, processor=processor,
                                          context=context))
 
 
-def _run_job(record: SQSRecord, context: Any, runtime: BatchRuntime, deadline: Deadline) -> None:
+def _run_job(record: SQSRecord, context: Any, runtime: BatchRuntime, deadline: Deadline,
+             budget_s: float) -> None:
     try:
         with tracer.provider.in_subsegment("## job"):
-            outcome = runtime.jobs.handle(record.body, _caller(record, context), deadline)
+            outcome = runtime.jobs.handle(record.body, _caller(record, context), deadline,
+                                          budget_s=budget_s)
     except Exception as err:
         _job_failed(record, err)
         raise
