@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from dataclasses import dataclass
 
 import boto3
 import pytest
+from conftest import LambdaContext, free_port
 from voxproof.errors import JobInProgress, Unavailable
 from voxproof.idempotency import ClaimMismatch, Idempotency
 
 
-@dataclass
-class Context:
-    remaining_ms: int = 120_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
-@pytest.fixture
-def table(aws_client):
-    client = aws_client("dynamodb")
-    name = f"vx-idem-{uuid.uuid4().hex[:12]}"
-    client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-                        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
-    return client, name
+def make(table: tuple, expires_after_s: int = 3600, remaining_ms: int = 120_000) -> Idempotency:
+    client, name = table
+    once = Idempotency(name, client, expires_after_s=expires_after_s)
+    once.register(LambdaContext(remaining_ms=remaining_ms))
+    return once
 
 
 class Counter:
@@ -48,12 +36,9 @@ class Counter:
         return {"n": self.runs}
 
 
-def test_once_runs_once_and_marks_replays(table):
-    client, name = table
-    once = Idempotency(name, client, expires_after_s=3600)
+def test_once_runs_once_and_marks_replays(idempotency_table):
     fn = Counter()
-    run = once.once(fn.run, prefix="t", key="id", validate="check")
-    once.register(Context())
+    run = make(idempotency_table).once(fn.run, prefix="t", key="id", validate="check")
     assert run(claim={"id": "a", "check": "1"}) == {"n": 1}
     assert run(claim={"id": "a", "check": "1"}) == {"n": 1, "replayed": True}
     assert run(claim={"id": "b", "check": "1"}) == {"n": 2}
@@ -62,12 +47,11 @@ def test_once_runs_once_and_marks_replays(table):
     assert fn.runs == 2
 
 
-def test_the_table_holds_hashes_and_expiries_not_the_claim(table):
-    client, name = table
-    once = Idempotency(name, client, expires_after_s=7200)
-    once.register(Context(remaining_ms=60_000))
+def test_the_table_holds_hashes_and_expiries_not_the_claim(idempotency_table):
+    once = make(idempotency_table, expires_after_s=7200, remaining_ms=60_000)
     once.once(Counter().run, prefix="voxproof-job", key="id", validate="check")(
         claim={"id": "customer-42", "check": "fingerprint-value"})
+    client, name = idempotency_table
     [item] = client.scan(TableName=name)["Items"]
     assert item["id"]["S"].startswith("voxproof-job#")
     assert "customer-42" not in json.dumps(item) and "fingerprint-value" not in json.dumps(item)
@@ -77,12 +61,9 @@ def test_the_table_holds_hashes_and_expiries_not_the_claim(table):
     assert abs(int(item["in_progress_expiration"]["N"]) / 1000 - (time.time() + 60)) < 60
 
 
-def test_a_failed_call_releases_the_id(table):
-    client, name = table
-    once = Idempotency(name, client, expires_after_s=3600)
-    once.register(Context())
+def test_a_failed_call_releases_the_id(idempotency_table):
     fn = Counter()
-    run = once.once(fn.run, prefix="t", key="id")
+    run = make(idempotency_table).once(fn.run, prefix="t", key="id")
     fn.fail = True
     with pytest.raises(RuntimeError):
         run(claim={"id": "x"})
@@ -90,12 +71,9 @@ def test_a_failed_call_releases_the_id(table):
     assert run(claim={"id": "x"}) == {"n": 2}
 
 
-def test_an_id_in_progress_elsewhere_is_job_in_progress(table):
-    client, name = table
-    once = Idempotency(name, client, expires_after_s=3600)
-    once.register(Context())
+def test_an_id_in_progress_elsewhere_is_job_in_progress(idempotency_table):
     fn = Counter()
-    run = once.once(fn.run, prefix="t", key="id")
+    run = make(idempotency_table).once(fn.run, prefix="t", key="id")
     fn.inner = run  # the same id asked for again while the first call holds it
     with pytest.raises(JobInProgress):
         run(claim={"id": "held"})
@@ -103,19 +81,11 @@ def test_an_id_in_progress_elsewhere_is_job_in_progress(table):
     assert run(claim={"id": "held"}) == {"n": 2}  # the failed holder released it
 
 
-def test_an_unreachable_table_is_unavailable(free_port_url):
-    client = boto3.client("dynamodb", endpoint_url=free_port_url, region_name="us-east-1",
-                          aws_access_key_id="x", aws_secret_access_key="x",
+def test_an_unreachable_table_is_unavailable():
+    client = boto3.client("dynamodb", endpoint_url=f"http://127.0.0.1:{free_port()}",
+                          region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x",
                           config=boto3.session.Config(retries={"max_attempts": 1},
                                                       connect_timeout=1))
-    once = Idempotency("nowhere", client, expires_after_s=3600)
-    once.register(Context())
     with pytest.raises(Unavailable, match="idempotency table"):
-        once.once(Counter().run, prefix="t", key="id")(claim={"id": "a"})
-
-
-@pytest.fixture
-def free_port_url():
-    from conftest import free_port
-
-    return f"http://127.0.0.1:{free_port()}"
+        make((client, "nowhere")).once(Counter().run, prefix="t", key="id")(claim={"id": "a"})

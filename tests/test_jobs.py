@@ -7,9 +7,9 @@ import doctest
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
 
 import pytest
+from conftest import LambdaContext, StaticKeys
 from voxproof import jobs
 from voxproof.deadline import Deadline
 from voxproof.errors import (
@@ -37,7 +37,6 @@ from voxproof.jobs import (
     run_job,
 )
 from voxproof.keyring import KeyRing
-from voxproof.provenance import SQLiteRegistry
 from voxproof.service import Caller, Service, UnknownVoice
 from voxproof.voice import Voice
 from voxproof.watermark import WatermarkKey
@@ -153,31 +152,6 @@ def test_docstring_examples_run():
 # --- running -------------------------------------------------------------------------------------
 
 
-class StaticKeys:
-    def __init__(self, ring: KeyRing) -> None:
-        self.ring = ring
-
-    def keyring(self) -> KeyRing:
-        return self.ring
-
-
-@dataclass
-class Context:
-    """Lambda's context, as far as Powertools' idempotency reads it."""
-
-    remaining_ms: int = 300_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
-@pytest.fixture
-def registry(tmp_path):
-    reg = SQLiteRegistry(tmp_path / "records.sqlite3")
-    yield reg
-    reg.close()
-
-
 @pytest.fixture
 def service(default_voice, registry):
     return Service(default_voice, StaticKeys(KeyRing(KEY_A)), registry, max_chars=2000)
@@ -205,14 +179,11 @@ def store(s3):
 
 
 @pytest.fixture
-def idempotency(aws_client):
-    client = aws_client("dynamodb")
-    table = f"vx-idem-{uuid.uuid4().hex[:12]}"
-    client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-                        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+def idempotency(idempotency_table):
+    client, table = idempotency_table
     once = Idempotency(table, client, expires_after_s=3600)
-    yield once
+    once.register(LambdaContext())
+    return once
 
 
 def versions(s3, prefix="batch/"):
@@ -303,7 +274,6 @@ def test_jobs_after_the_deadline_are_not_started(default_voice, store, s3, regis
 
 def test_a_replayed_job_returns_the_stored_result_and_writes_nothing(service, store, s3,
                                                                     registry, idempotency):
-    idempotency.register(Context())
     runner = JobRunner(service, store, idempotency)
     body = json.dumps({"job_id": "once", "text": "Only once."})
     first = runner.handle(body, CALLER, Deadline.after(60))
@@ -317,7 +287,6 @@ def test_a_replayed_job_returns_the_stored_result_and_writes_nothing(service, st
 
 def test_the_same_job_id_with_other_content_is_a_conflict(service, store, s3, registry,
                                                            idempotency):
-    idempotency.register(Context())
     runner = JobRunner(service, store, idempotency)
     runner.handle('{"job_id": "dup", "text": "First."}', CALLER, Deadline.after(60))
     marker = versions(s3)
@@ -332,7 +301,6 @@ def test_the_same_job_id_with_other_content_is_a_conflict(service, store, s3, re
 
 def test_a_job_stored_before_a_key_rotation_is_still_recognised(default_voice, store, registry,
                                                                idempotency):
-    idempotency.register(Context())
     body = '{"job_id": "rotate", "text": "Before the rotation."}'
     before = JobRunner(Service(default_voice, StaticKeys(KeyRing(KEY_A)), registry,
                                max_chars=500), store, idempotency)

@@ -10,24 +10,7 @@ input bucket's notifications at a moto queue and hands the received body to the 
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
-
-
-@dataclass
-class LambdaContext:
-    """The attributes of Lambda's context object the handler reads (the real one, from
-    awslambdaric, is driven in test_batch's runtime test)."""
-
-    remaining_ms: int = 300_000
-    function_name: str = "voxproof-batch-test"
-    memory_limit_in_mb: int = 3008
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:voxproof-batch"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 def queue_arn(sqs: Any, url: str) -> str:

@@ -19,13 +19,13 @@ from typing import Any
 import boto3
 import pytest
 from aws_events import (
-    LambdaContext,
     queue_arn,
     receive_all,
     s3_notifications,
     sqs_event,
     visible_count,
 )
+from conftest import LambdaContext
 from lambda_runtime import LambdaRuntimeAPI, start_ric
 from voxproof.errors import JobFileRefused, UnsupportedEvent
 from voxproof.watermark import WatermarkKey
