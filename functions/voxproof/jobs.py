@@ -399,8 +399,7 @@ class JobRunner:
         ``JobTooLong`` instead of being retried.
         """
         try:
-            job = parse_job(body)
-            return self.run(job, replace(caller, job_id=job.job_id), deadline, budget_s=budget_s)
+            return self.run(parse_job(body), caller, deadline, budget_s=budget_s)
         except VoxproofError as err:
             if is_permanent(err):
                 self._leave_error(body, err)
@@ -408,7 +407,9 @@ class JobRunner:
 
     def run(self, job: Job, caller: Caller, deadline: Deadline, *,
             budget_s: float | None = None) -> JobOutcome:
-        """Run ``job`` unless it already ran (then return the stored result)."""
+        """Run ``job`` unless it already ran (then return the stored result); the record
+        names the job (``caller.job_id``)."""
+        caller = replace(caller, job_id=job.job_id)
         if deadline.remaining() < JOB_START_MIN_S:
             raise JobNotStarted("the invocation's time was nearly up before this job could "
                                 "start; it will be retried")

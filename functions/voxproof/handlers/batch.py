@@ -123,7 +123,8 @@ def _run_jobs(event: dict[str, Any], context: Any, runtime: BatchRuntime,
 def _run_job(record: SQSRecord, context: Any, runtime: BatchRuntime, deadline: Deadline,
              budget_s: float) -> None:
     try:
-        with tracer.provider.in_subsegment("## job"):
+        with tracer.provider.in_subsegment("## job") as subsegment:
+            subsegment.put_annotation("message_id", record.message_id)
             outcome = runtime.jobs.handle(record.body, _caller(record, context), deadline,
                                           budget_s=budget_s)
     except Exception as err:
