@@ -124,6 +124,11 @@ def test_the_batch_function_may_do_exactly_what_the_batch_code_does(template):
                  if s["Action"] == ["s3:ListBucket"]]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["batch/*"]}}
     assert "sqs:SendMessage" in allowed["JobsQueue.Arn"]
+    # marking and uploading the longest job's audio fit in what each invocation holds back
+    from voxproof.settings import Settings
+
+    margin = props["Environment"]["Variables"]["VOXPROOF_DEADLINE_MARGIN_S"]
+    assert Settings(deadline_margin_s=margin).deadline_margin_s >= 10
     assert {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem",
             "dynamodb:DeleteItem"} <= allowed["IdempotencyTable.Arn"]
 

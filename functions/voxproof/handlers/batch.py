@@ -4,7 +4,7 @@
   ``voxproof.jobs.JobRunner`` inside Powertools' ``BatchProcessor``. The answer is a partial
   batch response: ``{"batchItemFailures": [{"itemIdentifier": <message id>}, ...]}`` lists every
   message that did not succeed (bad, conflicting, out of time, a dependency down), so SQS
-  deletes the others and redelivers only those (then the DLQ, after three receives).
+  deletes the others and redelivers only those (then the DLQ, after five receives).
 - S3 records (``aws:s3``, ObjectCreated of ``jobs/*.jsonl`` in the input bucket): each file is
   fanned out to the job queue by ``voxproof.jobfiles.JobFileIntake`` and a report is written.
   A failure that a retry may cure raises, so Lambda's asynchronous retries (then the function's
