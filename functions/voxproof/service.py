@@ -192,6 +192,11 @@ class Service:
         """The voice, loaded on first use (see ``load``)."""
         return self.load()
 
+    @property
+    def loaded_voice(self) -> Voice | None:
+        """The voice if it is loaded already; never loads it (health checks)."""
+        return self._voice if isinstance(self._voice, Voice) else None
+
     def load(self) -> Voice:
         """Load the voice now (a server does this at start-up; verify never needs it)."""
         if not isinstance(self._voice, Voice):
