@@ -357,6 +357,13 @@ class RequestTooLarge(RequestError):
     status = 413
 
 
+class LengthRequired(RequestError):
+    """A body without ``Content-Length`` (``voxproof serve`` reads no chunked bodies)."""
+
+    code = "length_required"
+    status = 411
+
+
 class UnsupportedMediaType(RequestError):
     """The request's ``Content-Type`` is not one this route reads."""
 

@@ -140,19 +140,26 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """API Gateway (REST proxy) event in, proxy response out."""
     metrics.add_metric(name="ApiRequests", unit=MetricUnit.Count, value=1)
     try:
-        _check_body_size(event)
-    except RequestTooLarge as err:
+        _check_request(event)
+    except RequestError as err:
         return _early_error(err)
     app.append_context(deadline=Deadline.from_lambda_context(context, settings.deadline_margin_s))
     return app.resolve(event, context)
 
 
-def _check_body_size(event: dict[str, Any]) -> None:
-    limit = VERIFY_BODY_MAX_BYTES if event.get("path") == "/v1/verify" else SPEECH_BODY_MAX_BYTES
+def _check_request(event: dict[str, Any]) -> None:
+    """What is refused before anything parses the body: its size, and speech that is not JSON
+    (Powertools would read a form body; curl sends one unless told otherwise)."""
+    path = event.get("path")
+    limit = VERIFY_BODY_MAX_BYTES if path == "/v1/verify" else SPEECH_BODY_MAX_BYTES
     size = http.body_size(event)
     if size > limit:
         raise RequestTooLarge(f"the body is {size} bytes; this route accepts at most {limit}",
                               limit_bytes=limit)
+    if path == "/v1/speech" and event.get("httpMethod") == "POST" and \
+            http.media_type(http.header(event, "content-type")) not in ("", JSON_TYPE):
+        raise UnsupportedMediaType("send the speech request as JSON "
+                                   "(Content-Type: application/json)")
 
 
 def _early_error(err: VoxproofError) -> dict[str, Any]:

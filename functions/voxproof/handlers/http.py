@@ -53,6 +53,15 @@ def _network(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+def header(event: Mapping[str, Any], name: str) -> str | None:
+    """One request header of a raw event, by case-insensitive name."""
+    wanted = name.lower()
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
 def media_type(content_type: str | None) -> str:
     """``Content-Type`` without parameters, lower case (``""`` when absent)."""
     return (content_type or "").split(";", 1)[0].strip().lower()
