@@ -30,12 +30,11 @@ import shlex
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
-from lambda_runtime import LambdaRuntimeAPI, Outcome, RuntimeProcess, start_ric
+from lambda_runtime import LambdaRuntimeAPI, Outcome, RuntimeProcess, api_gateway_event, start_ric
 
 PROBE_HANDLER = "image_smoke_probe.handler"
 SPEECH_TEXT = "Hello from the voxproof image smoke test."
@@ -51,39 +50,6 @@ def check(condition: bool, what: str) -> None:
     print(f"  {'ok ' if condition else 'FAIL'} {what}")
     if not condition:
         raise SmokeFailure(what)
-
-
-def api_gateway_event(
-    method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """An API Gateway REST (v1 proxy) event, shaped as API Gateway sends it."""
-    all_headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    all_headers.update(headers or {})
-    request_id = str(uuid.uuid4())
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": all_headers,
-        "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": path,
-            "httpMethod": method,
-            "path": f"/prod{path}",
-            "stage": "prod",
-            "requestId": request_id,
-            "requestTimeEpoch": int(time.time() * 1000),
-            "accountId": "123456789012",
-            "apiId": "smoke00000",
-            "identity": {"sourceIp": "127.0.0.1", "apiKeyId": "smoke-key-id", "userAgent": "smoke"},
-        },
-        "body": None if body is None else json.dumps(body),
-        "isBase64Encoded": False,
-    }
 
 
 def _json_body(outcome: Outcome) -> tuple[int, dict[str, Any]]:
