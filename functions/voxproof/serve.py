@@ -50,6 +50,10 @@ API_ID: Final = "local"
 """The ``requestContext.apiId`` of every event (the handler's ``LOCAL_API_ID``)."""
 SOCKET_TIMEOUT_S: Final = 30.0
 """A client that sends nothing for this long is dropped (no slow-loris hold on a thread)."""
+DRAIN_MAX_BYTES: Final = 4 * MAX_BODY_BYTES
+"""A refused body up to this size is read and dropped, so the client sees the 413 rather than a
+broken pipe; a larger one is not read at all (the connection closes). Clients that send
+``Expect: 100-continue`` (curl does for large bodies) get the 413 before they send anything."""
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -163,15 +167,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_GET
 
+    def handle_expect_100(self) -> bool:
+        try:
+            self._declared_length()
+        except VoxproofError as err:
+            self._refuse(err, str(uuid.uuid4()))
+            return False
+        return super().handle_expect_100()
+
     def _serve(self) -> None:
         started = time.monotonic()
         request_id = str(uuid.uuid4())
         try:
             body = self._read_body()
         except VoxproofError as err:
-            self._send(err.status, [("Content-Type", "application/json")],
-                       json.dumps({"error": err.to_dict()}).encode(), request_id)
-            self.close_connection = True  # the unread body must not be taken for a request
+            self._drain()
+            self._refuse(err, request_id)
             return
         event = to_event(self.command, self.path, list(self.headers.items()), body,
                          client_ip=self.client_address[0], request_id=request_id)
@@ -180,24 +191,51 @@ class _RequestHandler(BaseHTTPRequestHandler):
         log.info("%s %s %s %d %.3f s", self.client_address[0], self.command,
                  urlsplit(self.path).path, status, time.monotonic() - started)
 
-    def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length")
+    def _declared_length(self) -> int:
+        """The body's size from ``Content-Length``; refuses chunked and oversized bodies."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             raise LengthRequired("send a Content-Length (chunked bodies are not read)")
         try:
-            size = int(length or 0)
+            size = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             raise RequestError("Content-Length is not a number") from None
+        if size < 0:
+            raise RequestError("Content-Length is negative")
         if size > MAX_BODY_BYTES:
             raise RequestTooLarge(f"the body is {size} bytes; the limit is {MAX_BODY_BYTES}",
                                   limit_bytes=MAX_BODY_BYTES)
+        return size
+
+    def _read_body(self) -> bytes:
+        size = self._declared_length()
         return self.rfile.read(size) if size > 0 else b""
+
+    def _drain(self) -> None:
+        """Read and drop a refused body of a sane declared size (see ``DRAIN_MAX_BYTES``)."""
+        try:
+            left = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return
+        if self.headers.get("Transfer-Encoding") or not 0 < left <= DRAIN_MAX_BYTES:
+            return
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                return
+            left -= len(chunk)
+
+    def _refuse(self, err: VoxproofError, request_id: str) -> None:
+        self.close_connection = True  # whatever was not read must not be taken for a request
+        self._send(err.status, [("Content-Type", "application/json"), ("Connection", "close")],
+                   json.dumps({"error": err.to_dict()}).encode(), request_id)
+        log.info("%s %s %s %d (refused before the handler)", self.client_address[0],
+                 self.command, urlsplit(self.path).path, err.status)
 
     def _send(self, status: int, headers: list[tuple[str, str]], body: bytes,
               request_id: str) -> None:
         self.send_response(status)
         for name, value in headers:
-            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+            if name.lower() not in ("content-length", "transfer-encoding"):
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Amzn-RequestId", request_id)  # as API Gateway names it
