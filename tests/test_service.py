@@ -176,6 +176,7 @@ def test_verify_never_loads_the_voice(registry, default_voice):
 
     verifier = Service(refuse, StaticKeys(KeyRing(KEY_A)), registry, max_chars=500)
     assert verifier.verify(clip.wav(), CALLER).verdict == "recorded"
+    assert verifier.loaded_voice is None and marker.loaded_voice is default_voice
 
 
 def test_mark_without_a_record_here_is_reported_as_marked(service, tmp_path):
