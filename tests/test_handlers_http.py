@@ -77,3 +77,12 @@ def test_keys_elsewhere_are_forbidden_without_naming_the_bucket(key):
     with pytest.raises(Forbidden) as err:
         InputBucket.check_key(key)
     assert err.value.status == 403 and "bucket-name" not in err.value.message
+
+
+@pytest.mark.parametrize("module", ["http", "storage", "api_models"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"voxproof.handlers.{module}"))
+    assert result.failed == 0 and result.attempted > 0

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, mo
 
 from voxproof.errors import MalformedRequest
 from voxproof.handlers.common import trace_step
+from voxproof.provenance import ProvenanceRecord
 from voxproof.text import speech_text
 
 #: What one S3 key may look like: printable, no control characters, at most S3's 1024 bytes.
@@ -120,22 +121,11 @@ class Segment(_Response):
     score: float
 
 
-class RecordBody(_Response):
-    """A provenance record as verify reports it (never the text: only its keyed hash)."""
+class RecordBody(ProvenanceRecord):
+    """A provenance record as verify reports it (``public_dict``: the id in hex; never the text,
+    only its keyed hash)."""
 
-    schema_version: int
-    record_id: str
-    created_at: str
-    key_id: str
-    model_manifest_sha256: str
-    voice: str
-    sample_rate: int
-    duration_s: float
-    text_hash: str
-    caller: str
-    entry_point: str
-    job_id: str | None = None
-    request_id: str | None = None
+    record_id: str = Field(pattern=r"^[0-9a-f]{10}$")  # type: ignore[assignment]
 
 
 class VerifyResponse(_Response):

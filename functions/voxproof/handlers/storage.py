@@ -30,7 +30,15 @@ def _boto_errors() -> tuple[type[Exception], ...]:
     return ClientError, BotoCoreError
 
 
-class OutputBucket:
+class _Bucket:
+    """One bucket through one boto3 ``s3`` client."""
+
+    def __init__(self, bucket: str, client: Any) -> None:
+        self._bucket = bucket
+        self._client = client
+
+
+class OutputBucket(_Bucket):
     """Where large speech goes: ``speech/<record id>.wav``, handed out as a presigned GET URL.
 
     Parameters
@@ -44,8 +52,7 @@ class OutputBucket:
     """
 
     def __init__(self, bucket: str, client: Any, *, url_ttl_s: int) -> None:
-        self._bucket = bucket
-        self._client = client
+        super().__init__(bucket, client)
         self.url_ttl_s = url_ttl_s
 
     def put_speech(self, record_id_hex: str, wav: bytes) -> str:
@@ -62,20 +69,9 @@ class OutputBucket:
                 from None
 
 
-class InputBucket:
-    """Uploads to verify: only objects under ``verify/``, at most ``max_bytes`` read.
-
-    Parameters
-    ----------
-    bucket:
-        The input bucket's name.
-    client:
-        A boto3 ``s3`` client.
-    """
-
-    def __init__(self, bucket: str, client: Any) -> None:
-        self._bucket = bucket
-        self._client = client
+class InputBucket(_Bucket):
+    """Uploads to verify (``InputBucket(bucket, s3_client)``): only objects under ``verify/``,
+    at most ``max_bytes`` read."""
 
     @staticmethod
     def check_key(key: str) -> None:
