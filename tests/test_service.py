@@ -110,14 +110,15 @@ def test_a_taken_record_id_is_never_reused(default_voice, registry):
     ids = iter([0x1111111111, 0x1111111111, 0x2222222222])
     svc = Service(default_voice, StaticKeys(KeyRing(KEY_A)), registry, max_chars=500,
                   new_record_id=lambda: next(ids))
-    first = svc.speak("First.", CALLER, Deadline.after(60))
-    second = svc.speak("Second.", CALLER, Deadline.after(60))
+    # Texts of over a second of speech: one mark unit is 1.024 s.
+    first = svc.speak("The first sentence takes its time.", CALLER, Deadline.after(60))
+    second = svc.speak("The second sentence takes its time.", CALLER, Deadline.after(60))
     assert first.record.record_id == 0x1111111111
     assert second.record.record_id == 0x2222222222
     # The second clip carries the id that was recorded, not the one that was taken.
     report = svc.verify(second.wav(), CALLER)
     assert report.detection.record_id == 0x2222222222
-    assert report.record.text_hash == text_hash(KEY_A, "Second.")
+    assert report.record.text_hash == text_hash(KEY_A, "The second sentence takes its time.")
 
 
 def test_every_step_runs_inside_the_callers_step_hook(default_voice, registry):
