@@ -141,3 +141,18 @@ def test_failed_job_file_events_land_in_a_watched_queue(template):
         "Type": "SQS", "Destination": {"GetAtt": "JobFilesFailedQueue.Arn"}}
     alarm = res["JobFilesFailedAlarm"]["Properties"]
     assert alarm["Dimensions"][0]["Value"] == {"GetAtt": "JobFilesFailedQueue.QueueName"}
+
+
+def test_every_api_route_of_the_handler_is_an_api_event_and_only_speech_preloads(template):
+    from voxproof.handlers.api import ROUTES
+
+    res = template["Resources"]
+    events = {(e["Properties"]["Path"], e["Properties"]["Method"].upper())
+              for name in ("SpeechFunction", "VerifyFunction")
+              for e in res[name]["Properties"]["Events"].values() if e["Type"] == "Api"}
+    assert events == {(path, method) for path, methods in ROUTES.items() for method in methods}
+    speech_env = res["SpeechFunction"]["Properties"]["Environment"]["Variables"]
+    assert speech_env["VOXPROOF_PRELOAD_VOICE"] == "true"
+    assert "Environment" not in res["VerifyFunction"]["Properties"]  # verify never loads it
+    for name in ("SpeechFunction", "VerifyFunction"):
+        assert res[name]["Properties"]["Timeout"] <= 29  # API Gateway's integration timeout

@@ -336,6 +336,55 @@ class OutputError(RequestError):
     code = "invalid_output"
 
 
+class MalformedRequest(RequestError):
+    """The body is not what it claims to be: JSON that does not parse, base64 that does not
+    decode."""
+
+    code = "malformed_request"
+
+
+class RequestInvalid(RequestError):
+    """The body parses but breaks the request's schema: a missing, unknown or mistyped field."""
+
+    code = "request_invalid"
+    status = 422
+
+
+class RequestTooLarge(RequestError):
+    """The request body is larger than this route accepts (refused before it is parsed)."""
+
+    code = "request_too_large"
+    status = 413
+
+
+class LengthRequired(RequestError):
+    """A body without ``Content-Length`` (``voxproof serve`` reads no chunked bodies)."""
+
+    code = "length_required"
+    status = 411
+
+
+class UnsupportedMediaType(RequestError):
+    """The request's ``Content-Type`` is not one this route reads."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
+class MethodNotAllowed(RequestError):
+    """The route exists, but not for this HTTP method (details: ``allow``)."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
+class Forbidden(RequestError):
+    """The request names something this API may not touch (an S3 key outside ``verify/``)."""
+
+    code = "forbidden"
+    status = 403
+
+
 class NotFound(VoxproofError):
     code = "not_found"
     status = 404
