@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from conftest import StaticKeys
 from voxproof import audio
 from voxproof.deadline import Deadline
 from voxproof.errors import DeadlineExceeded, DeadlineTooShort, ForbiddenCharacter
@@ -23,23 +24,6 @@ TEXT = "The provenance of this sentence is on record."
 CALLER = Caller("test:alice", "cli", request_id="req-1")
 KEY_A = WatermarkKey.from_hex("a1" * 32)
 KEY_B = WatermarkKey.from_hex("b2" * 32)
-
-
-class StaticKeys:
-    """A key source that is just a ring (the sources themselves are tested in test_keyring)."""
-
-    def __init__(self, ring: KeyRing) -> None:
-        self.ring = ring
-
-    def keyring(self) -> KeyRing:
-        return self.ring
-
-
-@pytest.fixture
-def registry(tmp_path):
-    reg = SQLiteRegistry(tmp_path / "records.sqlite3")
-    yield reg
-    reg.close()
 
 
 @pytest.fixture
