@@ -5,7 +5,8 @@
 #
 #   bash scripts/image_run.sh CONTAINER -- COMMAND [ARGS...]
 #
-# Variables forwarded into the container: AWS_LAMBDA_*, AWS_REGION, _X_AMZN_TRACE_ID, SMOKE_*.
+# Variables forwarded into the container: AWS_LAMBDA_*, AWS_REGION, _X_AMZN_TRACE_ID, SMOKE_*,
+# VOXPROOF_* and POWERTOOLS_* (the handler's settings, as template.yaml sets them).
 #
 # How: `buildah run` has no --read-only. In a private mount namespace (unshare -m), the
 # container's rootfs is bind-mounted onto itself and remounted read-only, and fresh tmpfs are
@@ -30,7 +31,7 @@ if [ "${1:-}" = --inner ]; then
   envs=()
   while IFS= read -r name; do
     envs+=(-e "$name=${!name}")
-  done < <(compgen -e | grep -E '^(AWS_LAMBDA_[A-Z_]+|AWS_REGION|_X_AMZN_TRACE_ID|SMOKE_[A-Z_]+)$' || true)
+  done < <(compgen -e | grep -E '^(AWS_LAMBDA_[A-Z_]+|AWS_REGION|_X_AMZN_TRACE_ID|SMOKE_[A-Z_]+|VOXPROOF_[A-Z0-9_]+|POWERTOOLS_[A-Z_]+)$' || true)
   exec buildah --storage-driver vfs ${BUILDAH_ROOT:+--root "$BUILDAH_ROOT"} ${BUILDAH_RUNROOT:+--runroot "$BUILDAH_RUNROOT"} \
     run --isolation chroot --network host "${envs[@]}" "$ctr" -- "$@"
 fi

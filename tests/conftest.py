@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,56 @@ def aws_client(moto_endpoint, monkeypatch):
         return boto3.client(service, endpoint_url=moto_endpoint, region_name="us-east-1")
 
     return make
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers and Powertools read (the real
+    one, from awslambdaric, is driven in tests/integration)."""
+
+    remaining_ms: int = 300_000
+    function_name: str = "voxproof-test"
+    memory_limit_in_mb: int = 3008
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:voxproof-test"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def idempotency_table(aws_client) -> tuple[object, str]:
+    """A fresh idempotency table as template.yaml makes it (hash key ``id``): (client, name)."""
+    client = aws_client("dynamodb")
+    name = f"vx-idem-{uuid.uuid4().hex[:12]}"
+    client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    return client, name
+
+
+# --- keys and records ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """An empty SQLite provenance registry in the test's folder."""
+    from voxproof.provenance import SQLiteRegistry
+
+    reg = SQLiteRegistry(tmp_path / "records.sqlite3")
+    yield reg
+    reg.close()
+
+
+
+class StaticKeys:
+    """A key source that is just a ring (the sources themselves are tested in test_keyring)."""
+
+    def __init__(self, ring) -> None:
+        self.ring = ring
+
+    def keyring(self):
+        return self.ring
 
 
 # --- the text frontend ----------------------------------------------------------------------

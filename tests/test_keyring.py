@@ -46,6 +46,17 @@ def test_values_are_cached_per_container(secrets):
     assert SecretsManagerKeySource(arn, secrets, max_age_s=300).keyring().current == B
 
 
+def test_a_secret_never_rotated_costs_one_call_per_max_age_not_per_request(secrets):
+    arn = new_secret(secrets, A.to_hex())
+    calls: list[str] = []
+    secrets.meta.events.register("provide-client-params.secrets-manager.GetSecretValue",
+                                 lambda params, **_: calls.append(params["VersionStage"]))
+    source = SecretsManagerKeySource(arn, secrets, max_age_s=300)
+    for _ in range(5):
+        assert source.keyring().previous == ()
+    assert calls == ["AWSCURRENT", "AWSPREVIOUS"]  # the missing stage is remembered too
+
+
 def test_a_malformed_secret_is_a_key_error_that_does_not_echo_it(secrets):
     arn = new_secret(secrets, "not-a-key-but-a-password-123")
     with pytest.raises(KeyError_) as err:

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import subprocess
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from conftest import StaticKeys
 from voxproof import audio
 from voxproof.deadline import Deadline
 from voxproof.errors import DeadlineExceeded, DeadlineTooShort, ForbiddenCharacter
@@ -22,23 +24,6 @@ TEXT = "The provenance of this sentence is on record."
 CALLER = Caller("test:alice", "cli", request_id="req-1")
 KEY_A = WatermarkKey.from_hex("a1" * 32)
 KEY_B = WatermarkKey.from_hex("b2" * 32)
-
-
-class StaticKeys:
-    """A key source that is just a ring (the sources themselves are tested in test_keyring)."""
-
-    def __init__(self, ring: KeyRing) -> None:
-        self.ring = ring
-
-    def keyring(self) -> KeyRing:
-        return self.ring
-
-
-@pytest.fixture
-def registry(tmp_path):
-    reg = SQLiteRegistry(tmp_path / "records.sqlite3")
-    yield reg
-    reg.close()
 
 
 @pytest.fixture
@@ -120,6 +105,33 @@ def test_a_taken_record_id_is_never_reused(default_voice, registry):
     assert report.record.text_hash == text_hash(KEY_A, "The second sentence takes its time.")
 
 
+def test_every_step_runs_inside_the_callers_step_hook(default_voice, registry):
+    opened: list[str] = []
+    inside: list[str] = []
+
+    @contextmanager
+    def step(name: str):
+        opened.append(name)
+        inside.append(name)
+        try:
+            yield
+        finally:
+            inside.remove(name)
+
+    svc = Service(default_voice, StaticKeys(KeyRing(KEY_A)), registry, max_chars=500, step=step)
+    clip = svc.speak(TEXT, CALLER, Deadline.after(60))
+    assert opened == ["keys", "synthesize", "mark", "store"]
+    opened.clear()
+    assert svc.verify(clip.wav(), CALLER).verdict == "recorded"
+    assert opened == ["decode", "keys", "detect", "lookup"]
+    assert inside == []  # every step was closed
+    # A failing step is closed too, and the error is the service's own.
+    opened.clear()
+    with pytest.raises(DeadlineTooShort):
+        svc.speak(TEXT, CALLER, Deadline.after(0.01))
+    assert opened == ["keys", "synthesize"] and inside == []
+
+
 def test_unknown_voice(service):
     with pytest.raises(UnknownVoice) as err:
         service.speak(TEXT, CALLER, Deadline.after(60), voice="someone-else")
@@ -149,6 +161,7 @@ def test_verify_never_loads_the_voice(registry, default_voice):
 
     verifier = Service(refuse, StaticKeys(KeyRing(KEY_A)), registry, max_chars=500)
     assert verifier.verify(clip.wav(), CALLER).verdict == "recorded"
+    assert verifier.loaded_voice is None and marker.loaded_voice is default_voice
 
 
 def test_mark_without_a_record_here_is_reported_as_marked(service, tmp_path):

@@ -103,3 +103,56 @@ def test_the_key_secret_is_generated_as_64_hex_characters(template):
     assert gen["PasswordLength"] == 64 and gen["ExcludeUppercase"] and gen["ExcludePunctuation"]
     allowed = set("0123456789abcdefghijklmnopqrstuvwxyz") - set(gen["ExcludeCharacters"])
     assert allowed == set("0123456789abcdef")
+
+
+def test_the_batch_function_may_do_exactly_what_the_batch_code_does(template):
+    res = template["Resources"]
+    props = res["BatchFunction"]["Properties"]
+    allowed: dict[str, set[str]] = {}
+    for policy in props["Policies"]:
+        for statement in policy["Statement"]:
+            resource = statement["Resource"]
+            name = resource.get("Sub") or resource.get("GetAtt") or resource.get("Ref")
+            allowed.setdefault(name.rsplit("-${AWS::Region}", 1)[-1] or name, set()).update(
+                statement["Action"])
+    # voxproof.jobfiles reads job files at the event's version.
+    assert {"s3:GetObject", "s3:GetObjectVersion"} <= allowed["/jobs/*"]
+    # voxproof.jobs: results, error objects (read, deleted) and reports under batch/.
+    assert {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"} <= allowed["/batch/*"]
+    # a HEAD of a missing error object must answer 404, which needs ListBucket on the prefix
+    [listing] = [s for p in props["Policies"] for s in p["Statement"]
+                 if s["Action"] == ["s3:ListBucket"]]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["batch/*"]}}
+    assert "sqs:SendMessage" in allowed["JobsQueue.Arn"]
+    # marking and uploading the longest job's audio fit in what each invocation holds back
+    from voxproof.settings import Settings
+
+    margin = props["Environment"]["Variables"]["VOXPROOF_DEADLINE_MARGIN_S"]
+    assert Settings(deadline_margin_s=margin).deadline_margin_s >= 10
+    assert {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem"} <= allowed["IdempotencyTable.Arn"]
+
+
+def test_failed_job_file_events_land_in_a_watched_queue(template):
+    res = template["Resources"]
+    invoke = res["BatchFunction"]["Properties"]["EventInvokeConfig"]
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert invoke["DestinationConfig"]["OnFailure"] == {
+        "Type": "SQS", "Destination": {"GetAtt": "JobFilesFailedQueue.Arn"}}
+    alarm = res["JobFilesFailedAlarm"]["Properties"]
+    assert alarm["Dimensions"][0]["Value"] == {"GetAtt": "JobFilesFailedQueue.QueueName"}
+
+
+def test_every_api_route_of_the_handler_is_an_api_event_and_only_speech_preloads(template):
+    from voxproof.handlers.api import ROUTES
+
+    res = template["Resources"]
+    events = {(e["Properties"]["Path"], e["Properties"]["Method"].upper())
+              for name in ("SpeechFunction", "VerifyFunction")
+              for e in res[name]["Properties"]["Events"].values() if e["Type"] == "Api"}
+    assert events == {(path, method) for path, methods in ROUTES.items() for method in methods}
+    speech_env = res["SpeechFunction"]["Properties"]["Environment"]["Variables"]
+    assert speech_env["VOXPROOF_PRELOAD_VOICE"] == "true"
+    assert "Environment" not in res["VerifyFunction"]["Properties"]  # verify never loads it
+    for name in ("SpeechFunction", "VerifyFunction"):
+        assert res[name]["Properties"]["Timeout"] <= 29  # API Gateway's integration timeout

@@ -233,6 +233,35 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="serve the HTTP API locally (API Gateway events for the Lambda handler)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080; 0 = any)")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from voxproof.serve import run
+
+    print("voxproof serve: loading the voice...", file=sys.stderr, flush=True)
+    run(args.host, args.port,
+        on_ready=lambda where: print(f"voxproof serve: listening on {where}", file=sys.stderr,
+                                     flush=True))
+    return 0
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("expected a port number from 0 to 65535")
+    return port
+
+
 def _seconds(value: str) -> float:
     try:
         seconds = float(value)
@@ -243,7 +272,7 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-_SUBCOMMANDS: list = [_add_synth, _add_layer, _add_keygen, _add_mark, _add_verify]
+_SUBCOMMANDS: list = [_add_synth, _add_layer, _add_keygen, _add_mark, _add_verify, _add_serve]
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -336,6 +336,55 @@ class OutputError(RequestError):
     code = "invalid_output"
 
 
+class MalformedRequest(RequestError):
+    """The body is not what it claims to be: JSON that does not parse, base64 that does not
+    decode."""
+
+    code = "malformed_request"
+
+
+class RequestInvalid(RequestError):
+    """The body parses but breaks the request's schema: a missing, unknown or mistyped field."""
+
+    code = "request_invalid"
+    status = 422
+
+
+class RequestTooLarge(RequestError):
+    """The request body is larger than this route accepts (refused before it is parsed)."""
+
+    code = "request_too_large"
+    status = 413
+
+
+class LengthRequired(RequestError):
+    """A body without ``Content-Length`` (``voxproof serve`` reads no chunked bodies)."""
+
+    code = "length_required"
+    status = 411
+
+
+class UnsupportedMediaType(RequestError):
+    """The request's ``Content-Type`` is not one this route reads."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
+class MethodNotAllowed(RequestError):
+    """The route exists, but not for this HTTP method (details: ``allow``)."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
+class Forbidden(RequestError):
+    """The request names something this API may not touch (an S3 key outside ``verify/``)."""
+
+    code = "forbidden"
+    status = 403
+
+
 class NotFound(VoxproofError):
     code = "not_found"
     status = 404
@@ -346,3 +395,76 @@ class Unavailable(VoxproofError):
 
     code = "unavailable"
     status = 503
+
+
+# --- batch jobs -----------------------------------------------------------------------------
+class JobInvalid(RequestError):
+    """A job (an SQS message body or a line of a job file) that is not valid JSON or breaks the
+    job schema. Details: ``errors`` (field and problem, never the value)."""
+
+    code = "invalid_job"
+
+
+class DuplicateJobId(JobInvalid):
+    """A job file names the same job id on two lines (the later line is refused)."""
+
+    code = "duplicate_job_id"
+
+
+class JobTooLong(TextTooLong):
+    """A job whose text takes longer to speak than a whole batch invocation may run: no retry
+    can succeed, so it is split by the caller. Details: ``estimate_s``, ``budget_s``."""
+
+    code = "job_too_long"
+
+
+class JobConflict(VoxproofError):
+    """A job id already used for a different job (other text, voice or output_key)."""
+
+    code = "job_conflict"
+    status = 409
+
+
+class JobInProgress(Unavailable):
+    """Another invocation is running this job id right now; the message is retried later."""
+
+    code = "job_in_progress"
+
+
+class JobNotStarted(DeadlineTooShort):
+    """The invocation's time was nearly up before the job could start; it is retried."""
+
+    code = "job_not_started"
+
+
+class JobFileError(RequestError):
+    """A job file (``jobs/*.jsonl`` in the input bucket) that cannot be taken as a whole."""
+
+    code = "invalid_job_file"
+
+
+class JobFileTooLarge(JobFileError):
+    """More bytes or lines than one job file may hold."""
+
+    code = "job_file_too_large"
+    status = 413
+
+
+class JobFileRefused(JobFileError):
+    """An S3 event for another bucket, or for a key that is not ``jobs/*.jsonl``."""
+
+    code = "job_file_refused"
+    status = 403
+
+
+class UnsupportedEvent(RequestError):
+    """A Lambda event the batch function does not take (neither SQS nor S3 records)."""
+
+    code = "unsupported_event"
+
+
+class JobNotEnqueued(VoxproofError):
+    """The job queue refused one job of a job file (the rest were enqueued)."""
+
+    code = "job_not_enqueued"
+    status = 502

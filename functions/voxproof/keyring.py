@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,10 +122,17 @@ class SecretsManagerKeySource:
         self._current = SecretsProvider(boto3_client=client)
         self._previous = SecretsProvider(boto3_client=client)
         self._client = client
+        # A secret never rotated has no AWSPREVIOUS: remember that for max_age too (the provider
+        # caches values only), or every request would pay one failing call.
+        self._no_previous_until = float("-inf")
 
     def keyring(self) -> KeyRing:
         current = self._fetch(self._current, "AWSCURRENT", required=True)
-        previous = self._fetch(self._previous, "AWSPREVIOUS", required=False)
+        previous = None
+        if time.monotonic() >= self._no_previous_until:
+            previous = self._fetch(self._previous, "AWSPREVIOUS", required=False)
+            if previous is None:
+                self._no_previous_until = time.monotonic() + self._max_age
         assert current is not None
         return KeyRing(current, () if previous is None else (previous,))
 

@@ -9,7 +9,9 @@ handlers) calls these and nothing else.
 
 No AWS type appears here: the voice, key source and registry come in through the constructor
 (``build_local_service`` wires the local ones; the Lambda handlers wire DynamoDB and Secrets
-Manager).
+Manager). So does ``step``: every step of both use cases (keys, synthesize, mark, store; decode,
+detect, lookup) runs inside ``step(name)``, a context manager the caller chooses (the Lambda
+adapters open an X-Ray subsegment; by default nothing happens).
 
 Example:
     >>> service = build_local_service(Settings())                      # doctest: +SKIP
@@ -25,6 +27,7 @@ import getpass
 import secrets
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -50,6 +53,14 @@ _ID_ATTEMPTS: Final = 8  # fresh ids tried when an id is taken (2^-40 odds each,
 #: Time kept back for marking and recording once the speech is done (marking runs at ~1 % of
 #: real time; a registry write is one request).
 MARK_AND_RECORD_MARGIN_S: Final = 0.5
+
+Step = Callable[[str], AbstractContextManager[object]]
+"""Opens a named step around a piece of work (e.g. a tracing span); see ``no_step``."""
+
+
+def no_step(name: str) -> AbstractContextManager[object]:
+    """The default ``Step``: does nothing."""
+    return nullcontext()
 
 
 class UnknownVoice(VoxproofError):
@@ -160,21 +171,31 @@ class Service:
         The longest text this entry point accepts.
     new_record_id:
         Draws a record id (default: 40 random bits from the OS CSPRNG).
+    step:
+        Wraps each named step (keys, synthesize, mark, store; decode, detect, lookup), e.g. in
+        a tracing span (default: ``no_step``).
     """
 
     def __init__(self, voice: Voice | Callable[[], Voice], keys: KeySource, registry: Registry,
-                 *, max_chars: int, new_record_id: Callable[[], int] | None = None) -> None:
+                 *, max_chars: int, new_record_id: Callable[[], int] | None = None,
+                 step: Step = no_step) -> None:
         self._voice = voice
         self._voice_lock = threading.Lock()
         self.keys = keys
         self.registry = registry
         self.max_chars = max_chars
         self._new_record_id = new_record_id or (lambda: secrets.randbits(RECORD_ID_BITS))
+        self._step = step
 
     @property
     def voice(self) -> Voice:
         """The voice, loaded on first use (see ``load``)."""
         return self.load()
+
+    @property
+    def loaded_voice(self) -> Voice | None:
+        """The voice if it is loaded already; never loads it (health checks)."""
+        return self._voice if isinstance(self._voice, Voice) else None
 
     def load(self) -> Voice:
         """Load the voice now (a server does this at start-up; verify never needs it)."""
@@ -190,9 +211,11 @@ class Service:
               voice: str | None = None) -> SpeechResult:
         """Speak ``text``, mark it, record it; all or nothing within ``deadline``."""
         self._check_voice(voice)
-        keyring = self.keys.keyring()
+        with self._step("keys"):
+            keyring = self.keys.keyring()
         voice_ = self.voice
-        speech = voice_.synthesize(text, deadline=deadline, max_chars=self.max_chars)
+        with self._step("synthesize"):
+            speech = voice_.synthesize(text, deadline=deadline, max_chars=self.max_chars)
         if deadline.remaining() < MARK_AND_RECORD_MARGIN_S:
             raise DeadlineExceeded("the time ran out before the audio could be marked and "
                                    "recorded; nothing was kept")
@@ -216,9 +239,11 @@ class Service:
                 caller=caller.identity, entry_point=caller.entry_point,
                 job_id=caller.job_id, request_id=caller.request_id,
             )
-            marked = embed(speech.samples, speech.sample_rate, key, record.record_id)
+            with self._step("mark"):
+                marked = embed(speech.samples, speech.sample_rate, key, record.record_id)
             try:
-                self.registry.put_new(record)
+                with self._step("store"):
+                    self.registry.put_new(record)
             except RecordExists:
                 continue
             return marked, record
@@ -229,13 +254,18 @@ class Service:
     def verify(self, upload: bytes, caller: Caller, *, declared: str | None = None,
                limits: audio.AudioLimits = audio.DEFAULT_LIMITS) -> VerifyReport:
         """Decode ``upload``, look for a mark of any accepted key, and look its record up."""
-        clip = audio.decode(upload, declared=declared, limits=limits)
+        with self._step("decode"):
+            clip = audio.decode(upload, declared=declared, limits=limits)
         return self.verify_decoded(clip, caller)
 
     def verify_decoded(self, clip: audio.DecodedAudio, caller: Caller) -> VerifyReport:
         """``verify`` for audio that is already decoded (local files)."""
-        found = detect(clip.samples, clip.sample_rate, self.keys.keyring().accepted)
-        record, unchecked = self._look_up(found)
+        with self._step("keys"):
+            accepted = self.keys.keyring().accepted
+        with self._step("detect"):
+            found = detect(clip.samples, clip.sample_rate, accepted)
+        with self._step("lookup"):
+            record, unchecked = self._look_up(found)
         return VerifyReport(found, record, clip.duration_s, clip.sample_rate, unchecked)
 
     def _look_up(self, found: Detection) -> tuple[ProvenanceRecord | None, tuple[str, ...]]:

@@ -95,6 +95,17 @@ class Settings(BaseSettings):
     deadline_margin_s: float = 1.0
     """Time kept back from Lambda's remaining time for answering."""
 
+    job_idempotency_expiry_s: int = Field(default=14 * 86_400, ge=3_600)
+    """How long a batch job id (and a job file's fan-out) is remembered: a replay within this
+    time makes nothing new. 14 days = the dead-letter queue's retention, so any message that
+    can still exist in the queue or its DLQ is covered."""
+
+    max_job_file_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    """Largest ``jobs/*.jsonl`` file read from the input bucket."""
+
+    max_job_file_lines: int = Field(default=10_000, ge=1)
+    """Most lines one job file may hold."""
+
     inline_audio_max_bytes: int = 4_000_000
     """Larger speech goes to the output bucket and comes back as a presigned URL."""
 

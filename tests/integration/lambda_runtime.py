@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -98,6 +99,53 @@ def make_trace_id() -> str:
     """An X-Ray trace header value shaped like Lambda's (Root, Parent, Sampled)."""
     root = f"1-{int(time.time()):08x}-{secrets.token_hex(12)}"
     return f"Root={root};Parent={secrets.token_hex(8)};Sampled=1"
+
+
+def api_gateway_event(
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    raw_body: bytes | None = None,
+    api_key_id: str | None = "smoke-key-id",
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """An API Gateway REST (v1 proxy) event, shaped as API Gateway sends it.
+
+    ``body`` is JSON-encoded; ``raw_body`` is sent base64-encoded with ``isBase64Encoded``, as
+    API Gateway passes a binary media type. ``Content-Type`` and ``Accept`` default to JSON.
+    """
+    all_headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    all_headers.update(headers or {})
+    if raw_body is not None:
+        payload: str | None = base64.b64encode(raw_body).decode()
+    else:
+        payload = None if body is None else json.dumps(body)
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": all_headers,
+        "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": path,
+            "httpMethod": method,
+            "path": f"/prod{path}",
+            "stage": "prod",
+            "requestId": str(uuid.uuid4()),
+            "requestTimeEpoch": int(time.time() * 1000),
+            "accountId": "123456789012",
+            "apiId": "smoke00000",
+            "identity": {"sourceIp": source_ip, "apiKeyId": api_key_id, "userAgent": "test"},
+        },
+        "body": payload,
+        "isBase64Encoded": raw_body is not None,
+    }
 
 
 class LambdaRuntimeAPI:

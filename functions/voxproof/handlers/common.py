@@ -12,6 +12,7 @@ Tracing goes through Powertools' Tracer (aws-xray-sdk underneath, in maintenance
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from functools import lru_cache
 from typing import Any
 
@@ -26,6 +27,15 @@ SERVICE_NAME = "voxproof"
 logger = Logger(service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
 metrics = Metrics(namespace="Voxproof", service=SERVICE_NAME)
+
+
+def trace_step(name: str) -> AbstractContextManager[Any]:
+    """An X-Ray subsegment named ``name`` around one step (the service's ``step`` hook).
+
+    Where tracing is off (outside Lambda, ``POWERTOOLS_TRACE_DISABLED``) the X-Ray SDK is
+    disabled and this opens a dummy subsegment that is never sent.
+    """
+    return tracer.provider.in_subsegment(name)
 
 
 @lru_cache(maxsize=1)
@@ -54,7 +64,8 @@ def build_service(settings: Settings, *, max_chars: int) -> Service:
     else:
         settings.ensure_state_dir()
         keys = FileKeySource([str(settings.key_file)], create=True)
-    service = Service(lambda: load_voice(settings), keys, registry, max_chars=max_chars)
+    service = Service(lambda: load_voice(settings), keys, registry, max_chars=max_chars,
+                      step=trace_step)
     if settings.preload_voice:
         service.load()
     return service

@@ -1,0 +1,178 @@
+"""The HTTP API's bodies as pydantic v2 models: requests are validated at the edge with them,
+and the OpenAPI document is generated from them (``GET /v1/openapi.json``).
+
+Requests forbid unknown fields, and their validation runs as the ``validate`` step. The speech text is ``voxproof.text.speech_text``: the same
+checks as the core (length first, then every character), raising the same ``TextError``
+subclasses, so the API answers with their codes and positions.
+
+Example:
+    >>> SpeechRequest = speech_request_model(1000)
+    >>> SpeechRequest.model_validate({"text": "Hello."}).format
+    'wav'
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from functools import cache
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
+
+from voxproof.errors import MalformedRequest
+from voxproof.handlers.common import trace_step
+from voxproof.provenance import ProvenanceRecord
+from voxproof.text import speech_text
+
+#: What one S3 key may look like: printable, no control characters, at most S3's 1024 bytes.
+S3_KEY_PATTERN: Final = r"^[^\x00-\x1f\x7f]{1,1024}$"
+VOICE_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class _Request(BaseModel):
+    """A request body; its validation is the ``validate`` step (an X-Ray subsegment)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _traced(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        with trace_step("validate"):
+            return handler(data)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+@cache
+def speech_request_model(max_chars: int) -> type[BaseModel]:
+    """``POST /v1/speech``'s body, for an entry point that accepts ``max_chars`` characters."""
+
+    class SpeechRequest(_Request):
+        """Text to speak, watermarked and recorded."""
+
+        text: speech_text(max_chars)  # type: ignore[valid-type]
+        """What to say (English; NFKC; no control, format or private-use characters)."""
+
+        voice: str | None = Field(default=None, pattern=VOICE_PATTERN)
+        """The voice to speak with; the deployment's only voice if omitted."""
+
+        format: Literal["wav"] = "wav"
+        """The audio format: 16-bit PCM WAV (the only one)."""
+
+    return SpeechRequest
+
+
+class VerifyJsonRequest(_Request):
+    """``POST /v1/verify`` with a JSON body: exactly one of ``audio_base64`` or ``s3_key``.
+
+    (Audio may also come as the raw body with ``Content-Type: audio/*``.)
+    """
+
+    audio_base64: str | None = None
+    """The audio file, base64-encoded (WAV, FLAC, Ogg, MP3, M4A/AAC)."""
+
+    s3_key: str | None = Field(default=None, pattern=S3_KEY_PATTERN)
+    """A key under ``verify/`` in the deployment's input bucket."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> VerifyJsonRequest:
+        if (self.audio_base64 is None) == (self.s3_key is None):
+            raise ValueError("give exactly one of audio_base64 or s3_key")
+        return self
+
+    def audio_bytes(self) -> bytes:
+        """``audio_base64`` decoded (``MalformedRequest`` if it is not base64)."""
+        assert self.audio_base64 is not None
+        try:
+            return base64.b64decode(self.audio_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise MalformedRequest("audio_base64 is not valid base64") from None
+
+
+# --- responses (the OpenAPI document; verify's is checked against real answers in the tests) ----
+
+
+class SpeechResponse(_Response):
+    """The marked audio (inline or as a presigned URL) and the record that vouches for it."""
+
+    record_id: str = Field(pattern=r"^[0-9a-f]{10}$")
+    """The provenance record's id, which the watermark carries (10 hex digits)."""
+    key_id: str
+    """Public id of the watermark key that marked the audio."""
+    voice: str
+    model_manifest_sha256: str
+    duration_s: float
+    sample_rate: int
+    format: Literal["wav"]
+    audio_base64: str | None = None
+    """The WAV file, base64-encoded: when it fits the response (see ``audio_url``)."""
+    audio_url: str | None = None
+    """A presigned GET URL in the output bucket, for audio too large to return inline."""
+    audio_url_expires_s: int | None = None
+
+
+class Segment(_Response):
+    start_s: float
+    end_s: float
+    marked: bool
+    score: float
+
+
+class RecordBody(ProvenanceRecord):
+    """A provenance record as verify reports it (``public_dict``: the id in hex; never the text,
+    only its keyed hash)."""
+
+    record_id: str = Field(pattern=r"^[0-9a-f]{10}$")  # type: ignore[assignment]
+
+
+class VerifyResponse(_Response):
+    """What the mark says, and the record it names when this deployment holds it."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    found: bool
+    verdict: Literal["recorded", "marked", "not_found"]
+    record_id: str | None
+    key_id: str | None
+    tag_verified: bool
+    score: float
+    p_false: float
+    """Probability that unmarked audio scores this high (0 when nothing was found)."""
+    confidence: float
+    speed: float | None
+    mode: str | None
+    segments: list[Segment]
+    """Time ranges and whether each carries the mark."""
+    duration_s: float
+    sample_rate: int
+    record: RecordBody | None
+    unchecked: list[str]
+    """What could not be checked, in words (e.g. the registry was unreachable)."""
+
+
+class HealthResponse(_Response):
+    status: Literal["ok", "degraded"]
+    version: str
+    voice: str | None
+    """The voice's name (from the loaded voice, else the layer's manifest)."""
+    model_manifest_sha256: str
+    """The pinned manifest digest: the only model layer this deployment loads."""
+    voice_loaded: bool
+    key_ids: list[str] | None
+    """Public ids of the keys in force, current first (None if the key store is unreachable)."""
+    checks: dict[str, str]
+
+
+class ErrorDetail(_Response):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorResponse(_Response):
+    """Every error: a stable code, one safe sentence, sometimes small details."""
+
+    error: ErrorDetail
