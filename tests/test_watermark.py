@@ -13,8 +13,10 @@ import pytest
 import soundfile as sf
 from scipy.signal import lfilter, resample_poly
 from voxproof.cli import main as cli_main
+from voxproof.deadline import Deadline
 from voxproof.errors import AudioError, InvalidRecordId, KeyError_, UnsupportedAudio
 from voxproof.watermark import RECORD_ID_BITS, TAG_BITS, WatermarkKey, detect, ecc, embed
+from voxproof.watermark import analysis as an
 from voxproof.watermark.detect import MAX_ATTEMPTS
 from voxproof.watermark.embed import embed_coded
 from voxproof.watermark.pattern import COPIES, PILOTS, POSITIONS, pattern_for
@@ -210,15 +212,68 @@ def test_no_mark_energy_in_silence() -> None:
 
 
 # --- attacks ----------------------------------------------------------------------------------
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is installed by .ci/run")
-def test_mp3_64k_round_trip(tmp_path, marked: np.ndarray) -> None:
-    sf.write(tmp_path / "m.wav", marked, 16000, subtype="PCM_16")
-    for cmd in (["-i", str(tmp_path / "m.wav"), "-c:a", "libmp3lame", "-b:a", "64k",
-                 str(tmp_path / "m.mp3")],
-                ["-i", str(tmp_path / "m.mp3"), "-ar", "16000", str(tmp_path / "back.wav")]):
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
+                                  reason="ffmpeg is installed by .ci/run")
+
+
+def ffmpeg_round_trip(x: np.ndarray, sr: int, args: list[str], ext: str, tmp_path) -> np.ndarray:
+    """Through ffmpeg (``args`` on the way out, container ``ext``) and back to float at sr."""
+    sf.write(tmp_path / "in.wav", x, sr, subtype="PCM_16")
+    for cmd in (["-i", str(tmp_path / "in.wav"), *args, str(tmp_path / f"mid.{ext}")],
+                ["-i", str(tmp_path / f"mid.{ext}"), "-ar", str(sr), "-ac", "1",
+                 str(tmp_path / "back.wav")]):
         subprocess.run(["ffmpeg", "-nostdin", "-y", "-loglevel", "error", *cmd], check=True)
-    back, sr = sf.read(tmp_path / "back.wav", dtype="float32")
-    assert detect(back, sr, [KEY]).record_id == RID
+    back, rate = sf.read(tmp_path / "back.wav", dtype="float32")
+    assert rate == sr
+    return back
+
+
+@pytest.fixture(scope="module")
+def spoken(default_voice) -> tuple[np.ndarray, int]:
+    """The project's own voice, about 4 s: real speech for the codec and tempo attacks."""
+    text = "The quick brown fox jumps over the lazy dog, then naps in the warm sun."
+    speech = default_voice.synthesize(text, deadline=Deadline.after(600), max_chars=200, seed=3)
+    assert 3.0 < speech.duration_s < 6.0
+    return speech.samples, speech.sample_rate
+
+
+@needs_ffmpeg
+def test_mp3_64k_round_trip(tmp_path, marked: np.ndarray) -> None:
+    back = ffmpeg_round_trip(marked, 16000, ["-c:a", "libmp3lame", "-b:a", "64k"], "mp3",
+                             tmp_path)
+    assert detect(back, 16000, [KEY]).record_id == RID
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize(
+    ("args", "ext"),
+    [
+        (["-c:a", "libmp3lame", "-b:a", "32k"], "mp3"),
+        (["-c:a", "libopus", "-b:a", "32k"], "ogg"),  # SILK/hybrid mode for speech
+        (["-c:a", "aac", "-b:a", "64k"], "m4a"),
+    ],
+    ids=["mp3_32k", "opus_32k", "aac_64k"],
+)
+def test_low_bitrate_codecs_keep_the_mark(tmp_path, spoken, args: list[str], ext: str) -> None:
+    speech, sr = spoken
+    back = ffmpeg_round_trip(embed(speech, sr, KEY, RID), sr, args, ext, tmp_path)
+    found = detect(back, sr, [KEY])
+    assert found.found and found.record_id == RID
+    # and the same codec on the unmarked speech finds nothing
+    assert not detect(ffmpeg_round_trip(speech, sr, args, ext, tmp_path), sr, [KEY]).found
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("tempo", [1.03, 0.97])
+def test_wsola_tempo_change_is_followed(tmp_path, spoken, tempo: float) -> None:
+    """ffmpeg's atempo (WSOLA) keeps the pitch and copies the input in pieces with skips or
+    repeats between them: no single alignment fits, the followed one does."""
+    speech, sr = spoken
+    back = ffmpeg_round_trip(embed(speech, sr, KEY, RID), sr, ["-af", f"atempo={tempo}"],
+                             "wav", tmp_path)
+    assert abs(len(back) / len(speech) - 1 / tempo) < 0.01
+    found = detect(back, sr, [KEY])
+    assert found.found and found.record_id == RID
 
 
 def test_speed_plus_3_percent_is_undone(marked: np.ndarray) -> None:
@@ -301,6 +356,23 @@ def test_layout_is_keyed_and_balanced() -> None:
     assert not np.array_equal(a.position, b.position)
     assert not np.allclose(a.dither, b.dither)
     assert 0.0 <= a.dither.min() and a.dither.max() < 1.0
+
+
+def test_cell_steps_follow_the_level_below_the_block() -> None:
+    """A cell's step grows from STEP_LOUD (loud cells) to STEP_QUIET (35 dB and more below its
+    block); the level ignores volume and the mark's own opposite moves of the two tiles."""
+    rng = np.random.default_rng(5)
+    first = rng.normal(0.0, 2.0, (50, 28))
+    second = first + rng.normal(0.0, 0.5, (50, 28))
+    steps = an.cell_steps(first, second)
+    assert steps.min() >= an.STEP_LOUD - 1e-12 and steps.max() <= an.STEP_QUIET + 1e-12
+    levels = an.cell_levels(first, second)
+    order = np.argsort(levels, axis=None)
+    assert np.all(np.diff(steps.ravel()[order]) >= -1e-12)  # quieter cells: coarser steps
+    assert np.allclose(an.cell_levels(first + 3.0, second + 3.0), levels)  # volume
+    move = 0.175 * steps * rng.uniform(-1.0, 1.0, first.shape)  # the largest moves DC-QIM makes
+    assert np.abs(an.cell_levels(first + move, second - move) - levels).max() < 0.5  # dB
+    assert np.allclose(an.cell_steps(first + 3.0, second + 3.0), steps)
 
 
 def test_code_corrects_errors_and_erasures() -> None:

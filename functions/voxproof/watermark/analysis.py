@@ -122,3 +122,28 @@ def slot_log_energy(bands: np.ndarray) -> np.ndarray:
 def cell_values(log_e: np.ndarray) -> np.ndarray:
     """Cell value at each frame h: log E(slot at h) - log E(slot at h + 8), per band."""
     return log_e[:-SLOT_HOPS] - log_e[SLOT_HOPS:]
+
+
+STEP_LOUD: Final = 0.15  # quantiser step of the loudest cells of a block (neper)
+STEP_QUIET: Final = 4.0  # ... and of cells this far or further below their block's level
+LOUD_DB: Final = 10.0
+QUIET_DB: Final = 35.0
+_DB: Final = 10.0 / np.log(10.0)
+
+
+def cell_levels(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """How far (dB) each cell lies below its block: the block's mean power over all bands
+    against the cell's mean log energy. Both are symmetric in the two slots, so the mark, which
+    moves a cell's two tiles in opposite directions, leaves the cell's mean unchanged and the
+    block's power nearly so (its loud cells move least); volume and cuts cancel out."""
+    block = np.logaddexp(np.log(np.exp(first).sum(axis=-1)), np.log(np.exp(second).sum(axis=-1)))
+    return _DB * (block[..., None] - np.log(2.0) - 0.5 * (first + second))
+
+
+def cell_steps(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Quantiser step of each cell: small for the cells that hold a block's energy, growing
+    geometrically for quieter ones (cheap in mark energy, and kept by codecs to about their
+    band energy)."""
+    level = np.clip(cell_levels(first, second), LOUD_DB, QUIET_DB)
+    frac = (level - LOUD_DB) / (QUIET_DB - LOUD_DB)
+    return STEP_LOUD * (STEP_QUIET / STEP_LOUD) ** frac

@@ -75,19 +75,21 @@ def decode(soft: np.ndarray, passes: int = 3) -> np.ndarray:
     soft = np.asarray(soft, dtype=np.float64).reshape(-1, RATE_INV)
     n = len(soft)
     seq = np.tile(soft, (passes, 1))
-    gains = np.einsum("sbk,tk->tsb", _BRANCH, seq)  # (T, 64, 2) branch metrics
+    gains = np.einsum("sbk,tk->tbs", _BRANCH, seq)  # (T, 2, 64) branch metrics
+    pred0, pred1 = _PRED[:, 0], _PRED[:, 1]
     metric = np.zeros(_STATES)
-    choice = np.empty((len(seq), _STATES), dtype=np.int8)
+    choice = np.empty((len(seq), _STATES), dtype=bool)
     for t in range(len(seq)):
-        cand = metric[_PRED] + gains[t]
-        c = np.argmax(cand, axis=1)
-        choice[t] = c
-        metric = cand[np.arange(_STATES), c]
-        metric -= metric.max()
+        via0 = metric[pred0] + gains[t, 0]
+        via1 = metric[pred1] + gains[t, 1]
+        np.greater(via1, via0, out=choice[t])
+        metric = np.maximum(via0, via1)
+        if t % 32 == 31:
+            metric -= metric.max()
     state = int(np.argmax(metric))
     decided = np.empty(len(seq), dtype=np.int8)
     for t in range(len(seq) - 1, -1, -1):
         decided[t] = state >> (_MEMORY - 1)
-        state = int(_PRED[state, choice[t, state]])
+        state = int(_PRED[state, int(choice[t, state])])
     mid = (passes // 2) * n
     return decided[mid : mid + n]

@@ -1,9 +1,10 @@
 """Embedding: distortion-compensated dither modulation (DC-QIM) of cell values, iterated.
 
 Steps: bring the host to the internal domain; find the slots with speech; for every cell of a
-speech block compute its host value (a log-energy difference of two tiles) and the target
-value on the lattice of the bit it carries (moved only ``ALPHA`` of the way: distortion
-compensation); then apply per-tile gains on a 75 %-overlap STFT and re-measure, a few rounds,
+speech block compute its host value (a log-energy difference of two tiles), its quantiser step
+(from how far the cell lies below its block: ``analysis.cell_steps``) and the target value on
+the lattice of the bit it carries (moved only ``ALPHA`` of the way: distortion compensation);
+then apply per-tile gains on a 75 %-overlap STFT and re-measure, a few rounds,
 so the cell values that the detector will measure hit their targets despite window overlap.
 The mark is the residual (marked - host) at 8 kHz, brought back to the caller's sample rate and
 added to every channel.
@@ -21,10 +22,6 @@ from voxproof.watermark.keys import WatermarkKey
 from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern, pattern_for
 from voxproof.watermark.payload import payload_bits
 
-STEP: Final = 0.39  # quantiser step of a cell value (natural log of energy)
-#: The step of each band: the same for all (steps rising with frequency were tried and did not
-#: help at the same SNR; see the package docstring).
-BAND_STEPS: Final = np.full(BANDS, STEP)
 ALPHA: Final = 0.70  # distortion compensation: fraction of the way to the lattice point
 ROUNDS: Final = 4  # embed / re-measure rounds
 MAX_GAIN: Final = 1.0  # largest change of a tile's log energy (about 4.3 dB)
@@ -35,7 +32,7 @@ _EHOP: Final = 64  # embedding STFT hop (75 % overlap)
 _EWIN: Final = np.hanning(an.FRAME + 1)[:-1]
 _LEAD: Final = 224  # embedding frame i starts at sample 64 i - 224 (centre 64 (i - 2) + 32)
 _BINS: Final = slice(an.FIRST_BIN, an.FIRST_BIN + BANDS * an.BAND_BINS)
-_SLOT_ENERGY_PER_POWER: Final = an.SLOT_HOPS * BANDS * an.BAND_BINS * float(np.sum(_EWIN**2))
+SLOT_ENERGY_PER_POWER: Final = an.SLOT_HOPS * BANDS * an.BAND_BINS * float(np.sum(_EWIN**2))
 
 
 def embed(samples: np.ndarray, sample_rate: int, key: WatermarkKey, record_id: int) -> np.ndarray:
@@ -127,7 +124,7 @@ def _speech_blocks(tiles: np.ndarray) -> np.ndarray:
     level = np.log(np.exp(tiles).sum(axis=1))
     ref = np.percentile(level, 99)
     speech = (level >= ref - GATE_DB * np.log(10) / 10) & (
-        level >= np.log(FLOOR_POWER * _SLOT_ENERGY_PER_POWER)
+        level >= np.log(FLOOR_POWER * SLOT_ENERGY_PER_POWER)
     )
     n_blocks = len(tiles) // 2
     return speech[0 : 2 * n_blocks : 2] & speech[1 : 2 * n_blocks : 2]
@@ -136,10 +133,11 @@ def _speech_blocks(tiles: np.ndarray) -> np.ndarray:
 def _targets(host: np.ndarray, pattern: Pattern, coded: np.ndarray, n_blocks: int) -> np.ndarray:
     """(blocks, BANDS) target cell values: host moved ALPHA of the way to its bit's lattice."""
     values = _cell_values(host, n_blocks)
+    steps = an.cell_steps(host[0 : 2 * n_blocks : 2], host[1 : 2 * n_blocks : 2])
     cell = (np.arange(n_blocks) % UNIT_BLOCKS)[:, None] * BANDS + np.arange(BANDS)[None, :]
     bits = pattern.cell_bits(coded)[cell]
-    offset = (pattern.dither[cell] + 0.5 * bits) * BAND_STEPS
-    nearest = offset + BAND_STEPS * np.round((values - offset) / BAND_STEPS)
+    offset = (pattern.dither[cell] + 0.5 * bits) * steps
+    nearest = offset + steps * np.round((values - offset) / steps)
     return values + ALPHA * (nearest - values)
 
 

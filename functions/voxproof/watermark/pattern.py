@@ -8,7 +8,8 @@ Geometry (internal domain, 8 kHz):
 - a unit is 16 blocks (1.024 s) x 28 bands = 448 cells. Each cell belongs to one of 224
   *positions* (32 pilot bits known from the key, 192 coded payload bits), every position
   twice, in key-chosen blocks and bands (time and frequency diversity, keyed interleaving);
-- each cell has a key-derived dither (a fraction of the quantiser step).
+- each cell has a key-derived dither (a fraction of the quantiser step, which the cell's level
+  sets: ``analysis.cell_steps``).
 """
 
 from __future__ import annotations

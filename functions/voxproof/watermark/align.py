@@ -1,0 +1,288 @@
+"""Finding where the units lie: folding, keyed correlations, sync, tracking and following.
+
+A *fold* sums a view's phasors by frame index modulo the unit (1.024 s = 16 blocks of 16
+frames): soft combining of repeats. The correlation of a fold with a key's expected cells at
+*alignment* ``o`` (a unit starts at frame o, mod 256; block a = o // 16, row r = o % 16) reads
+unit block u at fold block ``(u + a) % 16``, row r. For all 256 alignments at once it is a
+matrix product over bands (blocks x rows x bands against the key's 16 x bands weights) and a
+cyclic gather over blocks; its null variance (dithers uniform and independent: each cell's
+term is ``|phasor| cos(uniform)``) comes the same way from the squared magnitudes.
+
+- ``sync``: per search window (4 s, half overlapping), the best alignment by the pilots alone
+  and by the pilots plus a blind second-harmonic statistic of every payload cell (near its
+  lattice a cell makes ``cos(2 theta)`` large whatever bit it carries);
+- ``tracked_fold``: the whole input folded at a candidate's alignment, each 2 s window
+  re-aligned along a smooth path of pilot alignments (residual speed drift);
+- ``followed_fold``: an alignment that follows the input 256 ms at a time (WSOLA tempo
+  changes copy the input in pieces of 0.1-0.6 s and skip or repeat 5-25 ms between them): a
+  Viterbi path over (alignment, sub-hop phase) states scored per window, then decision
+  feedback with the path's own decoded codeword.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from voxproof.watermark import analysis as an
+from voxproof.watermark import ecc
+from voxproof.watermark.pattern import BANDS, UNIT_BLOCKS, Pattern
+from voxproof.watermark.views import UNIT_HOPS, View
+
+SEARCH_WINDOW: Final = 4 * UNIT_HOPS  # sync search windows (about 4 s, half overlapping)
+TRACK_STEP: Final = 8  # frames a 2 s tracking window may move from its neighbour's alignment
+FOLLOW_BLOCKS: Final = 4  # 256 ms windows for the followed alignment
+FEEDBACK_ROUNDS: Final = 5  # decode, re-encode, re-follow
+FOLLOW_JITTER: Final = 4  # quarter frames of jitter allowed around the drift per window
+FOLLOW_RATES: Final = (-0.03, -0.015, 0.0, 0.015, 0.03)  # tempo drifts tried when following
+_ROWS: Final = an.BLOCK_HOPS
+
+
+@dataclass
+class Candidate:
+    """An alignment worth decoding: a unit starts at frame ``offset`` (mod 256) of ``view``."""
+
+    view: View
+    start: int  # the frames whose fold gave it
+    stop: int
+    offset: int
+    z: float
+
+
+# --- folds and correlations -------------------------------------------------------------------
+def fold(phasor: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Sum frames start..stop-1 by frame index modulo the unit: (UNIT_HOPS, BANDS)."""
+    stop = len(phasor) if stop is None else stop
+    first = start - start % UNIT_HOPS
+    n = -(-(stop - first) // UNIT_HOPS) * UNIT_HOPS
+    buf = np.zeros((n, phasor.shape[1]), dtype=phasor.dtype)
+    buf[start - first : stop - first] = phasor[start:stop]
+    return buf.reshape(-1, UNIT_HOPS, phasor.shape[1]).sum(axis=0)
+
+
+def key_weights(pattern: Pattern, cells: np.ndarray, signs: np.ndarray | float,
+                harmonic: int = 1) -> np.ndarray:
+    """(UNIT_BLOCKS, BANDS) complex weights of ``cells``: sign x dither rotation."""
+    w = np.zeros((UNIT_BLOCKS, BANDS), dtype=complex)
+    w[pattern.block[cells], pattern.band[cells]] = (
+        np.exp(-2j * np.pi * harmonic * pattern.dither[cells]) * signs
+    )
+    return w
+
+
+def null_weights(pattern: Pattern, cells: np.ndarray) -> np.ndarray:
+    """(UNIT_BLOCKS, BANDS) 0.5 on ``cells``: the null variance of a correlation over them."""
+    w = np.zeros((UNIT_BLOCKS, BANDS))
+    w[pattern.block[cells], pattern.band[cells]] = 0.5
+    return w
+
+
+def correlate(blocks: np.ndarray, first: np.ndarray | int, weights: np.ndarray) -> np.ndarray:
+    """``sum_j sum_b weights[(first + j - a) % 16, b] * blocks[..., j, r, b]`` for all (a, r).
+
+    ``blocks``: (..., J, 16, BANDS), J consecutive blocks of which the first is block ``first``
+    (mod 16, per leading index) of the fold; returns (..., 256) indexed by alignment 16 a + r.
+    """
+    lead = blocks.shape[:-3]
+    j_count = blocks.shape[-3]
+    # einsum, not a BLAS product: small products on threads that spin cost more than they save
+    prod = np.einsum("nb,ub->nu", blocks.reshape(-1, BANDS), weights).reshape(
+        *lead, j_count, _ROWS, UNIT_BLOCKS)
+    if np.iscomplexobj(prod):
+        prod = prod.real
+    first = np.broadcast_to(np.asarray(first), lead).reshape(*lead, 1, 1)
+    j = np.arange(j_count)[:, None]
+    a = np.arange(UNIT_BLOCKS)[None, :]
+    u = (first + j - a) % UNIT_BLOCKS  # (..., J, 16 a)
+    picked = np.take_along_axis(prod, np.broadcast_to(
+        u[..., None, :], (*lead, j_count, _ROWS, UNIT_BLOCKS)), axis=-1)  # (..., J, r, a)
+    return picked.sum(axis=-3).swapaxes(-1, -2).reshape(*lead, UNIT_HOPS)
+
+
+def z_score(t: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    return np.where(n2 > 0, t / np.sqrt(np.maximum(n2, 1e-300)), 0.0)
+
+
+def grid(folded: np.ndarray) -> np.ndarray:
+    """A fold as (16 blocks, 16 rows, BANDS)."""
+    return folded.reshape(UNIT_BLOCKS, _ROWS, -1)
+
+
+def correlation_z(folded: np.ndarray, pattern: Pattern, cells: np.ndarray,
+                  signs: np.ndarray) -> np.ndarray:
+    """z of the correlation of a fold with ``cells`` carrying ``signs``, at every alignment."""
+    g = grid(folded)
+    t = correlate(g, 0, key_weights(pattern, cells, signs))
+    n2 = correlate(g.real**2 + g.imag**2, 0, null_weights(pattern, cells))
+    return z_score(t, n2)
+
+
+def pilot_cells(pattern: Pattern) -> tuple[np.ndarray, np.ndarray]:
+    cells = np.flatnonzero(pattern.is_pilot)
+    return cells, 1.0 - 2.0 * pattern.pilot_bits[pattern.position[cells]]
+
+
+def codeword_cells(pattern: Pattern, coded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(len(pattern.block)), 1.0 - 2.0 * pattern.cell_bits(coded)
+
+
+def position_soft(folded: np.ndarray, pattern: Pattern, offset: int) -> np.ndarray:
+    """Soft value of every position (> 0 means bit 0) at an alignment, summed over its cells."""
+    rows = (offset + _ROWS * pattern.block) % UNIT_HOPS
+    soft = (folded[rows, pattern.band] * np.exp(-2j * np.pi * pattern.dither)).real
+    return np.bincount(pattern.position, soft, minlength=len(pattern.coded_index))
+
+
+def decode_fold(folded: np.ndarray, pattern: Pattern, offset: int = 0) -> np.ndarray:
+    """The payload bits a fold holds at an alignment (soft Viterbi)."""
+    return ecc.decode(position_soft(folded, pattern, offset)[pattern.coded_positions])
+
+
+# --- sync and tracking ------------------------------------------------------------------------
+def sync(view: View, pattern: Pattern) -> list[Candidate]:
+    """The best alignments of each search window of ``view``: by the pilots, and by the pilots
+    plus the blind statistic of the payload cells."""
+    cells, signs = pilot_cells(pattern)
+    blind = np.flatnonzero(~pattern.is_pilot)
+    n = len(view.phasor)
+    step = SEARCH_WINDOW // 2
+    spans = [(a, min(n, a + SEARCH_WINDOW)) for a in range(0, max(1, n - step), step)]
+    g = np.array([grid(fold(view.phasor, a, b)) for a, b in spans])
+    s = np.array([grid(fold(view.square, a, b)) for a, b in spans])
+    t = correlate(g, 0, key_weights(pattern, cells, signs))
+    n2 = correlate(g.real**2 + g.imag**2, 0, null_weights(pattern, cells))
+    tb = correlate(s, 0, key_weights(pattern, blind, 1.0, harmonic=2))
+    nb2 = correlate(s.real**2 + s.imag**2, 0, null_weights(pattern, blind))
+    out = []
+    for (a, b), z_pilot, z_both in zip(spans, z_score(t, n2), z_score(t + tb, n2 + nb2)):
+        for z in (z_pilot, z_both):
+            best = int(np.argmax(z))
+            out.append(Candidate(view, a, b, best, float(z[best])))
+    return out
+
+
+def tracked_fold(cand: Candidate, pattern: Pattern) -> np.ndarray:
+    """Fold the whole input at the candidate's alignment, each 2 s window re-aligned.
+
+    A residual speed error drifts the alignment over long inputs: each window (with half of
+    each neighbour) is scored by its pilots, and a Viterbi path through the candidate's
+    alignment, moving at most ``TRACK_STEP`` frames from one window to the next, picks one
+    alignment per window.
+    """
+    cells, signs = pilot_cells(pattern)
+    phasor = cand.view.phasor
+    n = len(phasor)
+    step = SEARCH_WINDOW // 2
+    starts = list(range(0, n, step))
+    g = np.array([grid(fold(phasor, max(0, a - step // 2), min(n, a + step + step // 2)))
+                  for a in starts])
+    z = z_score(correlate(g, 0, key_weights(pattern, cells, signs)),
+                correlate(g.real**2 + g.imag**2, 0, null_weights(pattern, cells)))
+    home = min(range(len(starts)), key=lambda k: abs(starts[k] - cand.start))
+    z[home, cand.offset] += 1e6  # the candidate's own window keeps its alignment
+    shift = _viterbi_path(z, -TRACK_STEP, TRACK_STEP)[0]
+    total = np.zeros((UNIT_HOPS, phasor.shape[1]), dtype=complex)
+    for k, a in enumerate(starts):
+        total += np.roll(fold(phasor, a, min(n, a + step)), cand.offset - shift[k], axis=0)
+    return total
+
+
+# --- following the alignment ------------------------------------------------------------------
+def followed_fold(views: list[View], pattern: Pattern) -> tuple[np.ndarray, Candidate] | None:
+    """Fold with an alignment that follows the input 256 ms at a time; rows start at 0.
+
+    ``views``: the no-change views at the sub-hop phases. States are (alignment, phase) on a
+    quarter-frame grid; windows score them by pilots plus the blind statistic; for each drift
+    rate a Viterbi path that may move between no drift and twice the rate's drift per window
+    (give or take ``FOLLOW_JITTER``) picks a state per window. With the best rate the path's
+    decode re-scores the windows against its re-encoded codeword and is followed again
+    (decision feedback). Returns (fold, a candidate for the report) or None if too short.
+    """
+    frames = FOLLOW_BLOCKS * _ROWS
+    n = min(len(v.phasor) for v in views)
+    if n < 2 * frames:
+        return None
+    n_windows = -(-n // frames)
+    phases = len(views)
+
+    def blocks(arrays: list[np.ndarray]) -> np.ndarray:  # (W, P, J, 16, BANDS)
+        stacked = np.zeros((phases, n_windows * frames, BANDS), dtype=complex)
+        for i, a in enumerate(arrays):
+            stacked[i, :n] = a[:n]
+        return stacked.reshape(phases, n_windows, FOLLOW_BLOCKS, _ROWS, BANDS).swapaxes(0, 1)
+
+    x = blocks([v.phasor for v in views])
+    sq = blocks([v.square for v in views])
+    first = ((np.arange(n_windows) * FOLLOW_BLOCKS) % UNIT_BLOCKS)[:, None]
+    first = np.broadcast_to(first, (n_windows, phases))
+    power = x.real**2 + x.imag**2
+    cells, signs = pilot_cells(pattern)
+    blind = np.flatnonzero(~pattern.is_pilot)
+    t = correlate(x, first, key_weights(pattern, cells, signs))
+    t += correlate(sq, first, key_weights(pattern, blind, 1.0, harmonic=2))
+    n2 = correlate(power, first, null_weights(pattern, cells))
+    n2 += correlate(sq.real**2 + sq.imag**2, first, null_weights(pattern, blind))
+    scores = _state_scores(t, n2)
+    moves = max((_drift_moves(-rate * frames * phases) for rate in FOLLOW_RATES),
+                key=lambda m: _viterbi_path(scores, *m)[1])
+    path = _viterbi_path(scores, *moves)[0]
+    total = _fold_path(x, path, phases)
+    # every cell is read: the null variance is the window's power at that row, any block
+    n2_all = 0.5 * power.sum(axis=(2, 4))  # (W, P, 16 rows)
+    n2_all = np.tile(n2_all, (1, 1, UNIT_BLOCKS))  # alignment 16 a + r -> row r
+    all_cells = np.arange(len(pattern.block))
+    for _ in range(FEEDBACK_ROUNDS):
+        coded = ecc.encode(decode_fold(total, pattern))
+        weights = key_weights(pattern, all_cells, 1.0 - 2.0 * pattern.cell_bits(coded))
+        scores = _state_scores(correlate(x, first, weights), n2_all)
+        path = _viterbi_path(scores, *moves)[0]
+        total = _fold_path(x, path, phases)
+    offset, phase = divmod(int(path[0]), phases)
+    return total, Candidate(views[phase], 0, n, offset, float(scores.max()))
+
+
+def _state_scores(t: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """z per window and state (alignment * phases + phase) from (W, P, 256) parts."""
+    z = z_score(t, n2)
+    return z.transpose(0, 2, 1).reshape(len(z), -1)
+
+
+def _fold_path(x: np.ndarray, path: np.ndarray, phases: int) -> np.ndarray:
+    """Sum the windows' frames, each at its state's phase, into unit rows (start at 0)."""
+    _, _, j_count, rows, bands = x.shape
+    frames = j_count * rows
+    total = np.zeros((UNIT_HOPS, bands), dtype=complex)
+    span = np.arange(frames)
+    for w, state in enumerate(path):
+        offset, phase = divmod(int(state), phases)
+        total[(w * frames + span - offset) % UNIT_HOPS] += x[w, phase].reshape(frames, bands)
+    return total
+
+
+def _drift_moves(drift: float) -> tuple[int, int]:
+    """Moves per window between no drift and twice ``drift`` states, give or take the jitter."""
+    return (int(np.floor(min(0.0, 2 * drift))) - FOLLOW_JITTER,
+            int(np.ceil(max(0.0, 2 * drift))) + FOLLOW_JITTER)
+
+
+def _viterbi_path(scores: np.ndarray, low: int, high: int) -> tuple[np.ndarray, float]:
+    """Best state per row of ``scores`` (rows: windows; states on a circle) when each move
+    from one row to the next lies between ``low`` and ``high`` states; and its total score."""
+    n_states = scores.shape[1]
+    ring = (np.arange(n_states + high - low) - high) % n_states  # ring[k + high - d] = k - d
+    total = scores[0].copy()
+    back = np.zeros(scores.shape, dtype=np.int64)
+    rows = np.arange(n_states)
+    for w in range(1, len(scores)):
+        reach = sliding_window_view(total[ring], high - low + 1)  # column j: move high - j
+        j = np.argmax(reach, axis=1)
+        back[w] = high - j
+        total = reach[rows, j] + scores[w]
+    path = np.zeros(len(scores), dtype=np.int64)
+    path[-1] = int(np.argmax(total))
+    for w in range(len(scores) - 1, 0, -1):
+        path[w - 1] = (path[w] - back[w, path[w]]) % n_states
+    return path, float(total.max())
