@@ -174,18 +174,9 @@ def attacked(name: str, x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def capacity(err: np.ndarray, band: np.ndarray, loud: np.ndarray, step: float) -> float:
-    """sum over (band, 5 dB loudness) bins of n * 2 * max(rho^2 - 1/(2n), 0)."""
-    total = 0.0
+    """Capacity of one step for all cells, binned by band and 5 dB of loudness."""
     lb = np.minimum(np.floor(np.maximum(loud, 0) / 5), 12).astype(int)
-    key = band * 16 + lb
-    c = np.cos(2 * np.pi * err / step)
-    for k in np.unique(key):
-        sel = key == k
-        n = int(sel.sum())
-        rho = float(c[sel].mean())
-        if rho > 0:
-            total += n * 2 * max(rho * rho - 1 / (2 * n), 0.0)
-    return total
+    return ideal_capacity(np.cos(2 * np.pi * err / step), band, lb)
 
 
 # --- step rules ---------------------------------------------------------------------------------
