@@ -261,7 +261,7 @@ def main() -> int:
     p.add_argument("--geoms", default="")
     p.add_argument("--steps", action="store_true", help="compare step rules (mark geometry)")
     args = p.parse_args()
-    files = sorted(bench.piper_corpus().glob("*.wav"))[: args.clips or None]
+    files = sorted(bench.spoken_corpus("piper", bench.piper_speaker).glob("*.wav"))[: args.clips or None]
     clips = [sf.read(f, dtype="float32") for f in files]
     if args.steps:
         main_steps(clips, args.attacks.split(","))
