@@ -2,7 +2,8 @@
 
 Handlers and the CLI map ``VoxproofError.status`` to their own answer (HTTP status, exit code);
 nothing but ``code`` and ``message`` crosses the edge, so a message must never carry a path, a
-library's own text, a secret or the caller's full input.
+library's own text, a secret or the caller's full input. pydantic's validation errors become one
+``VoxproofError`` in one place: :func:`from_validation_errors`.
 
 Example:
     >>> try:
@@ -14,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Final
 
 
 class VoxproofError(Exception):
@@ -468,3 +470,83 @@ class JobNotEnqueued(VoxproofError):
 
     code = "job_not_enqueued"
     status = 502
+
+
+# --- pydantic's validation errors, once ------------------------------------------------------
+#: Each part of a field's name is shown this far at most (a mistyped name may be text the
+#: caller sent).
+FIELD_SHOWN: Final = 32
+#: Problems listed in an error's details at most.
+PROBLEMS_LISTED: Final = 5
+_NOT_AN_OBJECT: Final = frozenset({"model_type", "model_attributes_type", "dict_type"})
+
+
+def from_validation_errors(errors: Any, error: type[VoxproofError] = RequestInvalid, *,
+                           what: str = "the request", prefix: str = "",
+                           shape: str | None = None,
+                           not_json: type[VoxproofError] | None = None) -> VoxproofError:
+    """pydantic's errors (a ``ValidationError`` or its ``errors()`` list, e.g. Powertools') as one
+    ``error``: one short sentence on the first problem, naming its field, never its input.
+
+    Details: ``field`` (dotted, ``None`` at the top level), ``problem`` (pydantic's error type)
+    and ``errors`` (``{field, problem}`` of the first few).
+
+    Parameters
+    ----------
+    what:
+        The validated thing, in sentences (``"the body"``, ``"the job"``).
+    prefix:
+        Put before the sentence (``"manifest.json: "``).
+    shape:
+        The sentence when the value is not an object at all (default: ``<what> must be a JSON
+        object``).
+    not_json:
+        The type for text that is not JSON (default ``error``), e.g. ``MalformedRequest``.
+
+    Example:
+        >>> from pydantic import BaseModel, ValidationError
+        >>> class Job(BaseModel):
+        ...     text: str
+        >>> try:
+        ...     Job.model_validate_json('{"text": 7}')
+        ... except ValidationError as err:
+        ...     found = from_validation_errors(err, what="the job")
+        >>> found.message, found.details["field"], found.details["problem"]
+        ('text: must be a string', 'text', 'string_type')
+    """
+    if hasattr(errors, "errors"):
+        errors = errors.errors(include_url=False, include_input=False)
+    found = [error_ for error_ in errors if isinstance(error_, Mapping)]
+    if not found:
+        return error(f"{prefix}{what} is invalid")
+    first = found[0]
+    kind = str(first.get("type") or "invalid")
+    if kind == "json_invalid":
+        return (not_json or error)(f"{prefix}{what} is not valid JSON")
+    problems = [{"field": _field(e.get("loc", ())), "problem": str(e.get("type"))}
+                for e in found[:PROBLEMS_LISTED]]
+    field = problems[0]["field"] or None
+    return error(prefix + _sentence(first, kind, field, shape or f"{what} must be a JSON object"),
+                 field=field, problem=kind, errors=problems)
+
+
+def _field(loc: Iterable[Any]) -> str:
+    parts = (str(part) for part in loc if part != "body")  # "body": Powertools' marker
+    return ".".join(p if len(p) <= FIELD_SHOWN else p[:FIELD_SHOWN] + "..." for p in parts)
+
+
+def _sentence(error: Mapping[str, Any], kind: str, field: str | None, shape: str) -> str:
+    if kind in _NOT_AN_OBJECT and not field:
+        return shape
+    if kind == "missing":
+        problem = "required"
+    elif kind == "extra_forbidden":
+        problem = "unknown field"
+    elif kind == "string_type":
+        problem = "must be a string"
+    elif kind == "value_error" and (error.get("ctx") or {}).get("error") is not None:
+        problem = str(error["ctx"]["error"])
+    else:
+        problem = str(error.get("msg") or kind).removeprefix("Value error, ")
+    problem = problem[:200]
+    return f"{field}: {problem}" if field else problem

@@ -9,6 +9,9 @@ Modules: ``synthesis`` (the voice above), ``manifest`` (the manifest's schema), 
 and run the Coqui ``Vits`` model), ``phonemize`` (text -> Piper phoneme ids), ``convert`` and
 ``piper_onnx`` (build the default layer from the pinned Piper voice wheel).
 
+The package's ``__init__`` imports nothing: the public names come from ``synthesis`` when first
+asked for, so the settings (``pins``) and the verify function (``manifest``) stay light.
+
 Example:
     >>> from voxproof.deadline import Deadline
     >>> from voxproof.settings import Settings
@@ -18,6 +21,20 @@ Example:
     (0.6, 'en_US-joe-medium')
 """
 
-from voxproof.voice.synthesis import CostModel, Speech, Voice, load_voice
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from voxproof.voice.synthesis import CostModel, Speech, Voice, load_voice
 
 __all__ = ["CostModel", "Speech", "Voice", "load_voice"]
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported from ``synthesis`` on first use: importing a light submodule
+    (``pins``, ``manifest``, ``layer``) never loads the synthesis stack (text, torch, espeak)."""
+    if name in __all__:
+        return getattr(importlib.import_module("voxproof.voice.synthesis"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

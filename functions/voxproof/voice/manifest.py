@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from voxproof.errors import ManifestInvalid
+from voxproof.errors import ManifestInvalid, from_validation_errors
 
 SCHEMA_VERSION: Final = 1
 """The one schema version this code reads and writes."""
@@ -253,11 +253,8 @@ class Manifest(_Strict):
         try:
             return cls.model_validate_json(data)
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            raise ManifestInvalid(
-                f"{MANIFEST_NAME}: {where}: {first['type']}", field=where, problem=first["type"]
-            ) from None
+            raise from_validation_errors(err, ManifestInvalid, what="the manifest",
+                                         prefix=f"{MANIFEST_NAME}: ") from None
 
     def to_json(self) -> str:
         """The canonical text: sorted keys, 2-space indent, ASCII only, one trailing newline."""
