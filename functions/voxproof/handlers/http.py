@@ -3,7 +3,8 @@
 - who calls (``caller_identity``): the API key's *id*, else the IAM principal, else the source
   address's network (IPv4 /24, IPv6 /48: enough to tell callers apart, not a person's address);
   never the API key itself;
-- what they accept (``wants_wav``) and send (``media_type``, ``body_bytes``);
+- what they accept (``wants_wav``: werkzeug's ``Accept`` negotiation) and send (``media_type``,
+  ``body_bytes``);
 - how big a body may be before anything parses it (``body_size``);
 - proxy responses built outside the resolver (``proxy_response``), in the same shape as
   Powertools' own (``multiValueHeaders``).
@@ -24,9 +25,14 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header, parse_options_header
+
 from voxproof.errors import MalformedRequest, VoxproofError
 
 WAV_TYPES: Final = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"})
+#: What speech answers with, JSON first: it wins ties (``*/*``, equal q-values).
+_SPEECH_TYPES: Final = ("application/json", *sorted(WAV_TYPES))
 _IDENTITY_MAX: Final = 200
 
 
@@ -64,28 +70,13 @@ def header(event: Mapping[str, Any], name: str) -> str | None:
 
 def media_type(content_type: str | None) -> str:
     """``Content-Type`` without parameters, lower case (``""`` when absent)."""
-    return (content_type or "").split(";", 1)[0].strip().lower()
+    return parse_options_header(content_type)[0].lower()
 
 
 def wants_wav(accept: str | None) -> bool:
     """True when ``Accept`` prefers WAV audio to JSON (by q-value; ties go to JSON)."""
-    best_audio = best_json = 0.0
-    for part in (accept or "").split(","):
-        kind, *params = (p.strip() for p in part.split(";"))
-        kind = kind.lower()
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if kind in WAV_TYPES or kind == "audio/*":
-            best_audio = max(best_audio, q)
-        elif kind in ("application/json", "application/*", "*/*"):
-            best_json = max(best_json, q)
-    return best_audio > 0 and best_audio > best_json
+    offered = parse_accept_header(accept, MIMEAccept)
+    return offered.best_match(_SPEECH_TYPES) in WAV_TYPES
 
 
 def body_size(event: Mapping[str, Any]) -> int:
