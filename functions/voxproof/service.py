@@ -8,13 +8,15 @@ handlers) calls these and nothing else.
   hide what the mark says: the report lists it under ``unchecked``.
 
 No AWS type appears here: the voice, key source and registry come in through the constructor
-(``build_local_service`` wires the local ones; the Lambda handlers wire DynamoDB and Secrets
-Manager). So does ``step``: every step of both use cases (keys, synthesize, mark, store; decode,
+(``voxproof.runtime.build_service`` wires them, local or AWS, for every entry point). So does
+``step``: every step of both use cases (keys, synthesize, mark, store; decode,
 detect, lookup) runs inside ``step(name)``, a context manager the caller chooses (the Lambda
 adapters open an X-Ray subsegment; by default nothing happens).
 
 Example:
-    >>> service = build_local_service(Settings())                      # doctest: +SKIP
+    >>> from voxproof.runtime import build_service
+    >>> from voxproof.settings import Settings
+    >>> service = build_service(Settings())                            # doctest: +SKIP
     >>> result = service.speak("Hello.", Caller("cli:me", "cli"),       # doctest: +SKIP
     ...                        Deadline.after(60))
     >>> service.verify(result.wav(), Caller("cli:me", "cli")).found    # doctest: +SKIP
@@ -29,24 +31,19 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from voxproof import audio
 from voxproof.deadline import Deadline
 from voxproof.errors import DeadlineExceeded, Unavailable, VoxproofError
-from voxproof.keyring import FileKeySource, KeyRing, KeySource
-from voxproof.provenance import (
-    ProvenanceRecord,
-    RecordExists,
-    Registry,
-    SQLiteRegistry,
-    text_hash,
-)
-from voxproof.settings import Settings
-from voxproof.voice import Speech, Voice
+from voxproof.keyring import KeyRing, KeySource
+from voxproof.provenance import ProvenanceRecord, RecordExists, Registry, text_hash
 from voxproof.watermark import Detection, detect, embed
+
+if TYPE_CHECKING:  # the voice stack is imported by whoever loads a voice, never by verify
+    from voxproof.voice import Speech, Voice
 
 RECORD_ID_BITS: Final = 40
 _ID_ATTEMPTS: Final = 8  # fresh ids tried when an id is taken (2^-40 odds each, per record held)
@@ -179,7 +176,8 @@ class Service:
     def __init__(self, voice: Voice | Callable[[], Voice], keys: KeySource, registry: Registry,
                  *, max_chars: int, new_record_id: Callable[[], int] | None = None,
                  step: Step = no_step) -> None:
-        self._voice = voice
+        self._voice: Voice | None = None if callable(voice) else voice
+        self._load_voice: Callable[[], Voice] | None = voice if callable(voice) else None
         self._voice_lock = threading.Lock()
         self.keys = keys
         self.registry = registry
@@ -195,14 +193,15 @@ class Service:
     @property
     def loaded_voice(self) -> Voice | None:
         """The voice if it is loaded already; never loads it (health checks)."""
-        return self._voice if isinstance(self._voice, Voice) else None
+        return self._voice
 
     def load(self) -> Voice:
         """Load the voice now (a server does this at start-up; verify never needs it)."""
-        if not isinstance(self._voice, Voice):
+        if self._voice is None:
             with self._voice_lock:
-                if not isinstance(self._voice, Voice):
-                    self._voice = self._voice()
+                if self._voice is None:
+                    assert self._load_voice is not None
+                    self._voice = self._load_voice()
         return self._voice
 
     # --- speak ------------------------------------------------------------------------------
@@ -286,32 +285,6 @@ _UNREACHABLE: Final = "the provenance registry could not be reached: the record 
 _NO_RECORD: Final = ("no record with this id in this registry: the mark and its key are genuine, "
                      "but the record lives elsewhere or was lost")
 _OTHER_KEY: Final = "the registry's record names another key than the one that matched"
-
-
-def build_local_service(settings: Settings, *, voice: Voice | None = None,
-                        key_files: list[str] | None = None, create_key: bool = True,
-                        max_chars: int | None = None) -> Service:
-    """The service on this machine: key files and a SQLite registry in the state folder.
-
-    Parameters
-    ----------
-    settings:
-        Where the state folder, key file and model layer are.
-    voice:
-        An already loaded voice; by default the settings' layer is loaded (built on first use)
-        when the first speech is asked for.
-    key_files:
-        Key files, current first (default: the state folder's key, created if missing when
-        ``create_key``).
-    """
-    from voxproof.voice import load_voice
-
-    settings.ensure_state_dir()
-    files = key_files or [str(settings.key_file)]
-    keys = FileKeySource(files, create=create_key and not key_files)
-    registry = SQLiteRegistry(settings.state_dir / "records.sqlite3")
-    return Service(voice or (lambda: load_voice(settings)), keys, registry,
-                   max_chars=max_chars or settings.max_text_chars_sync)
 
 
 def local_caller(entry_point: str = "cli") -> Caller:

@@ -1,9 +1,10 @@
 """The HTTP API's bodies as pydantic v2 models: requests are validated at the edge with them,
 and the OpenAPI document is generated from them (``GET /v1/openapi.json``).
 
-Requests forbid unknown fields, and their validation runs as the ``validate`` step. The speech text is ``voxproof.text.speech_text``: the same
-checks as the core (length first, then every character), raising the same ``TextError``
-subclasses, so the API answers with their codes and positions.
+Requests forbid unknown fields, and their validation runs as the ``validate`` step. The speech
+text gets the same checks as the core (``voxproof.text.prepare``: length first, then every
+character), raising the same ``TextError`` subclasses, so the API answers with their codes and
+positions; the text stack is imported by the first speech request, never by the verify function.
 
 Example:
     >>> SpeechRequest = speech_request_model(1000)
@@ -16,14 +17,20 @@ from __future__ import annotations
 import base64
 import binascii
 from functools import cache
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    model_validator,
+)
 
 from voxproof.errors import MalformedRequest
 from voxproof.handlers.common import trace_step
 from voxproof.provenance import ProvenanceRecord
-from voxproof.text import speech_text
 
 #: What one S3 key may look like: printable, no control characters, at most S3's 1024 bytes.
 S3_KEY_PATTERN: Final = r"^[^\x00-\x1f\x7f]{1,1024}$"
@@ -44,6 +51,20 @@ class _Request(BaseModel):
 
 class _Response(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+def speech_text(max_chars: int) -> Any:
+    """``voxproof.text.speech_text``, with the text stack (``voxproof.text``, num2words)
+    imported when the first text is checked rather than with the API."""
+
+    def check(value: str) -> str:
+        from voxproof.text import prepare
+
+        prepare(value, max_chars=max_chars)
+        return value
+
+    return Annotated[str, Field(strict=True, json_schema_extra={"maxLength": max_chars}),
+                     AfterValidator(check)]
 
 
 @cache

@@ -1,0 +1,62 @@
+"""What every route shares: the runtime and deadline from the resolver's context, the caller,
+JSON answers and the documented error responses.
+
+The handler puts ``runtime`` (``voxproof.runtime.Runtime``) and ``deadline`` into the resolver's
+context before each request (``voxproof.handlers.rest.make_handler``); a route reads them
+through its ``Router``, whose context is the resolver's once included.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from voxproof.deadline import Deadline
+from voxproof.handlers import http
+from voxproof.handlers.api_models import ErrorResponse
+from voxproof.runtime import Runtime
+from voxproof.service import Caller
+
+#: ``requestContext.apiId`` of the events ``voxproof serve`` makes (real API ids are 10 characters).
+LOCAL_API_ID: Final = "local"
+WAV_TYPE: Final = "audio/wav"
+JSON_TYPE: Final = "application/json"
+
+_ERROR_CONTENT: Final = {JSON_TYPE: {"model": ErrorResponse}}
+#: The error answers every route documents (``responses=`` of the OpenAPI document).
+ERRORS: Final[dict[int, Any]] = {
+    status: {"description": description, "content": _ERROR_CONTENT}
+    for status, description in {
+        400: "Malformed request", 403: "Forbidden input", 404: "Not found",
+        405: "Method not allowed", 413: "Too large", 415: "Unsupported media type",
+        422: "Invalid request, text or audio", 500: "Internal error",
+        503: "Not available now (deadline too short, dependency down)",
+        504: "Deadline exceeded",
+    }.items()
+}
+
+
+def runtime(router: Router) -> Runtime:
+    """The container's runtime, as the handler put it into the context."""
+    return router.context["runtime"]
+
+
+def deadline(router: Router) -> Deadline:
+    """This request's deadline (Lambda's remaining time minus ``deadline_margin_s``)."""
+    return router.context["deadline"]
+
+
+def caller(router: Router) -> Caller:
+    """Who asks (never a secret), and through which door (``serve`` for local events)."""
+    context = router.current_event.raw_event.get("requestContext") or {}
+    entry_point = "serve" if context.get("apiId") == LOCAL_API_ID else "api"
+    return Caller(http.caller_identity(context), entry_point, request_id=context.get("requestId"))
+
+
+def json_response(status: int, body: dict[str, Any],
+                  headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer."""
+    return Response(status, JSON_TYPE, json.dumps(body), headers)

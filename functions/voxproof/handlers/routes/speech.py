@@ -1,0 +1,112 @@
+"""``POST /v1/speech``: text in (JSON), marked audio out, as WAV or JSON.
+
+With ``Accept: audio/wav`` the answer is the WAV itself (``X-Voxproof-*`` headers name the
+record); otherwise JSON ``{record_id, key_id, voice, model_manifest_sha256, duration_s,
+sample_rate, format, audio_base64}``. A WAV larger than ``inline_audio_max_bytes`` is stored
+under ``speech/`` in the output bucket and answered with ``audio_url`` (presigned GET) instead;
+a caller that asked for ``audio/wav`` then gets ``303 See Other`` to that URL with the same JSON.
+"""
+
+# No ``from __future__ import annotations`` here: Powertools reads the speech route's request
+# model from its signature, and that model is local to ``router``.
+import base64
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.metrics import MetricUnit
+
+from voxproof.errors import Unavailable
+from voxproof.handlers import http
+from voxproof.handlers.api_models import SpeechResponse, speech_request_model
+from voxproof.handlers.common import logger, metrics, trace_step
+from voxproof.handlers.routes.base import (
+    ERRORS,
+    JSON_TYPE,
+    WAV_TYPE,
+    caller,
+    deadline,
+    json_response,
+    runtime,
+)
+from voxproof.handlers.storage import OutputBucket
+from voxproof.runtime import Runtime
+from voxproof.service import SpeechResult
+
+# (Routes carry no return annotation: Powertools would read it as a response model; they return
+# ``Response`` objects, documented through ``responses=``.)
+
+
+def router(max_chars: int) -> Router:
+    """The speech route, for text of at most ``max_chars`` characters (its request model and
+    the OpenAPI document say so)."""
+    routes = Router()
+    SpeechRequest = speech_request_model(max_chars)
+
+    @routes.post(
+        "/v1/speech",
+        summary="Speak text; the audio carries a watermark naming its provenance record",
+        responses={
+            200: {"description": "The marked audio (WAV, or JSON with audio_base64 or audio_url)",
+                  "content": {JSON_TYPE: {"model": SpeechResponse},
+                              WAV_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
+            303: {"description": "Accept: audio/wav, audio too large to inline: Location is a "
+                                 "presigned URL",
+                  "content": {JSON_TYPE: {"model": SpeechResponse}}},
+            **ERRORS,
+        },
+    )
+    def speech(request: Annotated[SpeechRequest, Body()]):  # type: ignore[valid-type]
+        who = caller(routes)
+        result = runtime(routes).service.speak(request.text, who, deadline(routes),
+                                               voice=request.voice)
+        wav = result.wav()
+        metrics.add_metric(name="SpeechRequests", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds,
+                           value=round(result.duration_s, 3))
+        logger.info("speech recorded", extra={
+            "record_id": result.record.record_id_hex, "key_id": result.record.key_id,
+            "duration_s": round(result.duration_s, 3), "text_chars": len(request.text),
+            "wav_bytes": len(wav), "caller": who.identity,
+        })
+        as_wav = http.wants_wav(routes.current_event.headers.get("accept"))
+        return _deliver(runtime(routes), result, wav, as_wav)
+
+    return routes
+
+
+def _deliver(rt: Runtime, result: SpeechResult, wav: bytes, as_wav: bool) -> Response:
+    record = result.record
+    headers = {
+        "X-Voxproof-Record-Id": record.record_id_hex,
+        "X-Voxproof-Key-Id": record.key_id,
+        "X-Voxproof-Duration-S": f"{result.duration_s:.3f}",
+        "X-Voxproof-Sample-Rate": str(result.sample_rate),
+    }
+    body: dict[str, Any] = {
+        "record_id": record.record_id_hex, "key_id": record.key_id, "voice": record.voice,
+        "model_manifest_sha256": record.model_manifest_sha256,
+        "duration_s": round(result.duration_s, 3), "sample_rate": result.sample_rate,
+        "format": "wav",
+    }
+    if len(wav) <= rt.settings.inline_audio_max_bytes:
+        if as_wav:
+            return Response(200, WAV_TYPE, wav, headers)
+        return json_response(200, {**body, "audio_base64": base64.b64encode(wav).decode()},
+                             headers)
+    output = _output_bucket(rt)
+    with trace_step("upload"):
+        url = output.put_speech(record.record_id_hex, wav)
+    body.update(audio_url=url, audio_url_expires_s=output.url_ttl_s)
+    if as_wav:
+        return json_response(303, body, {**headers, "Location": url})
+    return json_response(200, body, headers)
+
+
+def _output_bucket(rt: Runtime) -> OutputBucket:
+    if not rt.settings.output_bucket:
+        raise Unavailable("this audio is too large to return inline and no output bucket is "
+                          "configured")
+    return OutputBucket(rt.settings.output_bucket, rt.aws("s3"),
+                        url_ttl_s=rt.settings.presigned_url_ttl_s)

@@ -1,0 +1,139 @@
+"""One process's wiring: explicit ``Settings`` in; the service and its AWS clients out.
+
+``build_service`` is the one place the service is put together, for every entry point: the
+provenance registry in DynamoDB and the key in Secrets Manager where the settings name them and
+AWS clients are given, else SQLite and the key file in the state folder. A ``Runtime`` holds what
+a long-lived process builds once (a Lambda container at init, ``voxproof serve``): the settings,
+the service and one boto3 session's clients. Handlers receive it; tests build their own.
+
+boto3 is imported when the first client is made, so a local run never imports it.
+
+Example:
+    >>> import tempfile
+    >>> runtime = Runtime.build(Settings(state_dir=tempfile.mkdtemp()), max_chars=1000)
+    >>> runtime.service.max_chars, runtime.service.loaded_voice is None
+    (1000, True)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from voxproof.keyring import FileKeySource, KeySource, SecretsManagerKeySource
+from voxproof.provenance import DynamoRegistry, Registry, SQLiteRegistry
+from voxproof.service import Service, Step, no_step
+from voxproof.settings import Settings
+
+if TYPE_CHECKING:
+    from voxproof.voice import Voice
+
+
+class AwsClients:
+    """boto3 clients from one session, each made on first use and then reused.
+
+    Parameters
+    ----------
+    configs:
+        ``botocore.config.Config`` arguments per service name (e.g. timeouts for ``s3``).
+    """
+
+    def __init__(self, configs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self._configs = {name: dict(config) for name, config in (configs or {}).items()}
+        self._session: Any = None
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()  # a boto3 session is not thread-safe
+
+    def __call__(self, service: str) -> Any:
+        """The client for ``service`` (``"s3"``, ``"dynamodb"``, ...)."""
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = self._make(service)
+            return self._clients[service]
+
+    def _make(self, service: str) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        if self._session is None:
+            self._session = boto3.session.Session()
+        config = self._configs.get(service)
+        return self._session.client(service, config=Config(**config) if config else None)
+
+
+def build_service(settings: Settings, *, aws: AwsClients | None = None,
+                  max_chars: int | None = None, voice: Voice | None = None,
+                  key_files: list[str] | None = None, create_key: bool = True,
+                  step: Step = no_step) -> Service:
+    """The service for ``settings``: AWS parts where configured and ``aws`` is given, else local.
+
+    Parameters
+    ----------
+    settings:
+        The model layer and its pin, the state folder, the AWS names.
+    aws:
+        Clients for the AWS parts (``records_table``, ``key_secret_id``); without them (the CLI)
+        the registry and key are always the local ones.
+    max_chars:
+        The longest text this entry point accepts (default ``max_text_chars_sync``).
+    voice:
+        An already loaded voice; by default the settings' layer is loaded on the first speech.
+    key_files:
+        Key files to use instead, current first (never created).
+    create_key:
+        Create the state folder's key file if it is missing (the CLI's verify does not).
+    step:
+        Wraps each step of the use cases (the Lambda adapters trace them).
+    """
+
+    def load() -> Voice:
+        from voxproof.voice import load_voice  # the synthesis stack: only when a voice is needed
+
+        return load_voice(settings)
+
+    return Service(voice or load, _keys(settings, aws, key_files, create_key),
+                   _registry(settings, aws),
+                   max_chars=max_chars or settings.max_text_chars_sync, step=step)
+
+
+def _registry(settings: Settings, aws: AwsClients | None) -> Registry:
+    if aws is not None and settings.records_table:
+        return DynamoRegistry(settings.records_table, aws("dynamodb"))
+    settings.ensure_state_dir()
+    return SQLiteRegistry(settings.state_dir / "records.sqlite3")
+
+
+def _keys(settings: Settings, aws: AwsClients | None, key_files: list[str] | None,
+          create_key: bool) -> KeySource:
+    if key_files:
+        return FileKeySource(key_files)
+    if aws is not None and settings.key_secret_id:
+        return SecretsManagerKeySource(settings.key_secret_id, aws("secretsmanager"),
+                                       max_age_s=settings.key_cache_s)
+    settings.ensure_state_dir()
+    return FileKeySource([str(settings.key_file)], create=create_key)
+
+
+@dataclass(frozen=True, eq=False)
+class Runtime:
+    """What one long-lived process builds once from its settings and every request reuses."""
+
+    settings: Settings
+    """Read once, by whoever built this runtime (never from a cache)."""
+    service: Service
+    """speak and verify, wired by ``build_service``."""
+    aws: AwsClients
+    """The process's boto3 clients (made on first use)."""
+
+    @classmethod
+    def build(cls, settings: Settings, *, max_chars: int, step: Step = no_step,
+              aws: AwsClients | None = None, voice: Voice | None = None) -> Runtime:
+        """The runtime for ``settings``; the voice is loaded now when ``preload_voice`` is set
+        (a Lambda container's init), else on the first speech (verify never loads it)."""
+        aws = aws if aws is not None else AwsClients()
+        service = build_service(settings, aws=aws, max_chars=max_chars, voice=voice, step=step)
+        if settings.preload_voice:
+            service.load()
+        return cls(settings, service, aws)
