@@ -14,8 +14,7 @@ from voxproof.deadline import Deadline
 from voxproof.errors import DeadlineExceeded, DeadlineTooShort, ForbiddenCharacter
 from voxproof.keyring import FileKeySource, KeyRing
 from voxproof.provenance import DynamoRegistry, ProvenanceRecord, SQLiteRegistry, text_hash
-from voxproof.service import Caller, Service, UnknownVoice, build_local_service
-from voxproof.settings import Settings
+from voxproof.service import Caller, Service, UnknownVoice
 from voxproof.voice import Voice
 from voxproof.watermark import WatermarkKey
 from watch import ManualClock, WatchedEngine
@@ -196,18 +195,6 @@ def test_unmarked_audio_is_not_found(service):
     report = service.verify(noise, CALLER)
     assert report.verdict == "not_found" and report.record is None
     assert report.to_dict()["record_id"] is None
-
-
-def test_local_service_creates_one_private_key_and_reuses_it(tmp_path, default_voice):
-    settings = Settings(state_dir=tmp_path / "state")
-    a = build_local_service(settings, voice=default_voice)
-    ring = a.keys.keyring()
-    assert settings.key_file.stat().st_mode & 0o777 == 0o600
-    assert settings.state_dir.stat().st_mode & 0o777 == 0o700
-    b = build_local_service(settings, voice=default_voice)
-    assert b.keys.keyring().current == ring.current
-    clip = a.speak(TEXT, CALLER, Deadline.after(60))
-    assert b.verify(clip.wav(), CALLER).verdict == "recorded"  # same SQLite registry
 
 
 def test_file_key_source_orders_current_then_previous(tmp_path):

@@ -144,7 +144,7 @@ def test_failed_job_file_events_land_in_a_watched_queue(template):
 
 
 def test_every_api_route_of_the_handler_is_an_api_event_and_only_speech_preloads(template):
-    from voxproof.handlers.api import ROUTES
+    from voxproof.handlers.rest import ROUTES
 
     res = template["Resources"]
     events = {(e["Properties"]["Path"], e["Properties"]["Method"].upper())

@@ -109,12 +109,13 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from voxproof import audio
-    from voxproof.service import build_local_service, local_caller
+    from voxproof.runtime import build_service
+    from voxproof.service import local_caller
     from voxproof.watermark.timeline import plot_timeline, report_text
 
     settings = get_settings()
     key_files = [str(p) for p in args.key_file] if args.key_file else None
-    service = build_local_service(settings, key_files=key_files, create_key=False)
+    service = build_service(settings, key_files=key_files, create_key=False)
     decoded = audio.read_file(args.file)
     report = service.verify_decoded(decoded, local_caller("cli"))
     if args.plot:

@@ -258,10 +258,10 @@ def make_server(host: str, port: int, handler: Handler | None = None) -> ApiServ
 
 def run(host: str, port: int, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Load the voice, then serve until interrupted."""
-    from voxproof.handlers.common import api_service
+    from voxproof.handlers.api import RUNTIME
 
     started = time.monotonic()
-    api_service().load()
+    RUNTIME.service.load()
     server = make_server(host, port)
     if on_ready is not None:
         on_ready(f"{server.url} (voice loaded in {time.monotonic() - started:.1f} s)")

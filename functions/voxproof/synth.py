@@ -26,7 +26,8 @@ from typing import Final
 from voxproof.audio import write_file
 from voxproof.deadline import Deadline
 from voxproof.errors import InputUnreadable, OutputError, TextNotUtf8, TextTooLong
-from voxproof.service import SpeechResult, build_local_service, local_caller
+from voxproof.runtime import build_service
+from voxproof.service import SpeechResult, local_caller
 from voxproof.settings import Settings
 from voxproof.text import prepare
 from voxproof.voice import Voice
@@ -56,7 +57,7 @@ def synth_to_wav(text: str, out: Path, *, settings: Settings, deadline_s: float,
     check_output(out)
     max_chars = settings.max_text_chars_sync
     prepare(text, max_chars=max_chars)  # text errors before the model is loaded
-    service = build_local_service(settings, voice=voice, max_chars=max_chars)
+    service = build_service(settings, voice=voice, max_chars=max_chars)
     service.load()  # the model (built on first use) is ready before the time budget starts
     result = service.speak(text, local_caller("cli"), Deadline.after(deadline_s))
     try:

@@ -43,6 +43,9 @@ class BatchWorld:
     endpoint: str
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     log: list[logging.LogRecord] = field(default_factory=list)
+    runtime: Any = None
+    """The handler's ``BatchRuntime``, built from ``env`` (see ``start``)."""
+    handler: Any = None
 
     def __post_init__(self) -> None:
         def client(name: str) -> Any:
@@ -101,10 +104,17 @@ class BatchWorld:
 
     # --- acting -------------------------------------------------------------------------------
 
-    def invoke(self, event: dict[str, Any], *, remaining_ms: int = 300_000) -> Any:
-        from voxproof.handlers.batch import handler
+    def start(self) -> None:
+        """Build the batch runtime and its handler from the settings of ``env``, as the
+        container's init does."""
+        from voxproof.handlers.batch import BatchRuntime, make_handler
+        from voxproof.settings import Settings
 
-        return handler(event, LambdaContext(remaining_ms=remaining_ms))
+        self.runtime = BatchRuntime.build(Settings())
+        self.handler = make_handler(self.runtime)
+
+    def invoke(self, event: dict[str, Any], *, remaining_ms: int = 300_000) -> Any:
+        return self.handler(event, LambdaContext(remaining_ms=remaining_ms))
 
     def send_jobs(self, bodies: list[str]) -> list[str]:
         """Send bodies to the jobs queue; returns their message ids in order."""
@@ -160,15 +170,6 @@ def failures(response: dict[str, Any]) -> set[str]:
     return {item["itemIdentifier"] for item in response["batchItemFailures"]}
 
 
-def _clear_caches() -> None:
-    from voxproof.handlers import batch, common
-    from voxproof.settings import get_settings
-
-    for cached in (get_settings, common.boto3_session, common.batch_service, common.api_service,
-                   batch.batch_runtime):
-        cached.cache_clear()
-
-
 class _Collect(logging.Handler):
     def __init__(self, sink: list[logging.LogRecord]) -> None:
         super().__init__(logging.DEBUG)
@@ -190,7 +191,7 @@ def world(moto_endpoint: str, default_voice: Any, tmp_path_factory: pytest.TempP
         # The session's voice (same layer, same loading code) instead of a second 16 s load;
         # the awslambdaric test below loads it through the settings like a cold container.
         mp.setattr("voxproof.voice.load_voice", lambda settings: default_voice)
-        _clear_caches()
+        world.start()
         handler_log = logging.getLogger("voxproof")
         collector = _Collect(world.log)
         handler_log.addHandler(collector)
@@ -198,7 +199,6 @@ def world(moto_endpoint: str, default_voice: Any, tmp_path_factory: pytest.TempP
             yield world
         finally:
             handler_log.removeHandler(collector)
-            _clear_caches()
 
 
 @pytest.fixture(scope="module")
@@ -230,10 +230,9 @@ def test_ten_messages_two_poison_exactly_those_fail_and_eight_results(world, fir
 
 
 def test_each_wav_verifies_to_the_record_its_json_names(world, first_run):
-    from voxproof.handlers.common import batch_service
     from voxproof.service import Caller
 
-    service = batch_service()
+    service = world.runtime.runtime.service
     records = {r["record_id"]: r for r in world.records()}
     for n, text in enumerate(GOOD_TEXTS):
         result = world.read_json(f"batch/sqs-{n}.json")
@@ -374,10 +373,8 @@ def test_fanned_out_jobs_run_as_batch_s3_and_land_where_the_report_says(world, j
 
 
 def test_job_file_with_too_many_lines_is_refused_whole(world):
-    from voxproof.settings import get_settings
-
     world.s3.put_object(Bucket=world.input_bucket, Key="jobs/huge.jsonl",
-                        Body=b"\n" * (get_settings().max_job_file_lines + 1))
+                        Body=b"\n" * (world.runtime.settings.max_job_file_lines + 1))
     [event] = s3_notifications(world.sqs, world.notes_url)
     summary = world.invoke(event)["job_files"][0]
     assert summary["status"] == "refused"

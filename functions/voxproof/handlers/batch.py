@@ -17,8 +17,8 @@ record ids and error codes, never the text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -32,7 +32,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from voxproof.deadline import Deadline
 from voxproof.errors import JobFileRefused, Unavailable, UnsupportedEvent, VoxproofError
-from voxproof.handlers.common import batch_service, boto3_session, logger, metrics, tracer
+from voxproof.handlers.common import lambda_runtime, logger, metrics, tracer
 from voxproof.idempotency import Idempotency
 from voxproof.jobfiles import (
     SOURCE_ATTRIBUTE,
@@ -42,53 +42,64 @@ from voxproof.jobfiles import (
     JobQueue,
 )
 from voxproof.jobs import JobRunner, ResultStore, is_permanent, job_address
+from voxproof.runtime import Runtime
 from voxproof.service import Caller
-from voxproof.settings import Settings, get_settings
+from voxproof.settings import Settings
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """SQS job messages or S3 job-file events, told apart by their records' ``eventSource``."""
-    source = _event_source(event)
-    runtime = batch_runtime()
-    runtime.idempotency.register(context)
-    deadline = Deadline.from_lambda_context(context, runtime.settings.deadline_margin_s)
-    if source == "aws:sqs":
-        return _run_jobs(event, context, runtime, deadline)
-    return _take_job_files(event, runtime, deadline)
+def make_handler(runtime: BatchRuntime) -> Handler:
+    """The Lambda handler for ``runtime``: ``handler`` below is the container's, tests make
+    their own."""
+
+    @logger.inject_lambda_context
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """SQS job messages or S3 job-file events, told apart by their records' ``eventSource``."""
+        source = _event_source(event)
+        runtime.idempotency.register(context)
+        deadline = Deadline.from_lambda_context(context, runtime.settings.deadline_margin_s)
+        if source == "aws:sqs":
+            return _run_jobs(event, context, runtime, deadline)
+        return _take_job_files(event, runtime, deadline)
+
+    return handler
 
 
 @dataclass(frozen=True)
 class BatchRuntime:
-    """What one container builds once and every invocation reuses."""
+    """What one container builds once (at init) and every invocation reuses."""
 
-    settings: Settings
+    runtime: Runtime
+    """The settings, the service (text up to ``max_text_chars_batch``) and the AWS clients."""
     idempotency: Idempotency
     jobs: JobRunner
     job_files: JobFileIntake | None
     """None when the input bucket or the queue is not configured."""
 
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
 
-@lru_cache(maxsize=1)
-def batch_runtime() -> BatchRuntime:
-    """The container's batch parts, from the settings (AWS clients from one boto3 session)."""
-    settings = get_settings()
-    session = boto3_session()
-    s3 = session.client("s3")
-    store = ResultStore(s3, _required(settings.output_bucket, "OUTPUT_BUCKET"))
-    idempotency = Idempotency(_required(settings.idempotency_table, "IDEMPOTENCY_TABLE"),
-                              session.client("dynamodb"),
-                              expires_after_s=settings.job_idempotency_expiry_s)
-    jobs = JobRunner(batch_service(), store, idempotency)
-    job_files = None
-    if settings.input_bucket and settings.jobs_queue_url:
-        limits = JobFileLimits(settings.max_job_file_bytes, settings.max_job_file_lines,
-                               settings.max_text_chars_batch)
-        job_files = JobFileIntake(s3, JobQueue(session.client("sqs"), settings.jobs_queue_url),
-                                  store, settings.input_bucket, limits, idempotency)
-    return BatchRuntime(settings, idempotency, jobs, job_files)
+    @classmethod
+    def build(cls, settings: Settings) -> BatchRuntime:
+        """The batch parts for ``settings`` (AWS clients from one boto3 session)."""
+        runtime = lambda_runtime(settings, max_chars=settings.max_text_chars_batch)
+        s3 = runtime.aws("s3")
+        store = ResultStore(s3, _required(settings.output_bucket, "OUTPUT_BUCKET"))
+        idempotency = Idempotency(_required(settings.idempotency_table, "IDEMPOTENCY_TABLE"),
+                                  runtime.aws("dynamodb"),
+                                  expires_after_s=settings.job_idempotency_expiry_s)
+        jobs = JobRunner(runtime.service, store, idempotency)
+        job_files = None
+        if settings.input_bucket and settings.jobs_queue_url:
+            limits = JobFileLimits(settings.max_job_file_bytes, settings.max_job_file_lines,
+                                   settings.max_text_chars_batch)
+            job_files = JobFileIntake(s3, JobQueue(runtime.aws("sqs"), settings.jobs_queue_url),
+                                      store, settings.input_bucket, limits, idempotency)
+        return cls(runtime, idempotency, jobs, job_files)
 
 
 def _required(value: str | None, name: str) -> str:
@@ -206,3 +217,9 @@ def _job_file_source(record: dict[str, Any]) -> JobFileSource:
                              etag=str(obj.get("eTag") or ""), size=obj.get("size"))
     except (KeyError, TypeError):
         raise UnsupportedEvent("an S3 record without bucket name or object key") from None
+
+
+# --- the container's runtime, built at init (tests build their own with ``make_handler``) -------
+
+RUNTIME = BatchRuntime.build(Settings())
+handler = make_handler(RUNTIME)
