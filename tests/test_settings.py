@@ -29,3 +29,19 @@ def test_error_public_form_has_code_and_message_only():
     assert isinstance(err, VoxproofError)
     assert err.to_dict() == {"code": "text_too_long", "message": "too long", "details": {"limit": 10}}
     assert err.status == 413
+
+
+def test_settings_import_no_part_of_the_voice_stack():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    functions = Path(__file__).resolve().parent.parent / "functions"
+    code = ("import sys, voxproof.settings; "
+            "print(sorted(m for m in sys.modules if m.startswith(('voxproof', 'torch', 'TTS', "
+            "'num2words'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env={**os.environ, "PYTHONPATH": str(functions)})
+    assert done.stdout.strip() == str(["voxproof", "voxproof.settings", "voxproof.voice",
+                                       "voxproof.voice.pins"])

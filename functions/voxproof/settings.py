@@ -1,6 +1,7 @@
 """The one place that reads the environment (``VOXPROOF_*`` variables).
 
-Everything else receives a ``Settings`` (or the values it needs) as an argument.
+Everything else receives a ``Settings`` (or the values it needs) as an argument. Importing this
+module imports no part of the voice stack (``voice.pins`` is a leaf).
 
 Example:
     >>> s = Settings(state_dir="/tmp/vx-state")
@@ -132,5 +133,6 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
+    """The CLI's settings, read once per process from the environment. (The Lambda handler
+    modules read ``Settings()`` once at init and hand them on in their ``Runtime``.)"""
     return Settings()
