@@ -38,7 +38,7 @@ def main() -> int:
     print(f"imports (torch, TTS, voxproof): {t1 - t0:.2f} s")
     settings = Settings()
     if args.build:
-        from voxproof.voice.convert import build_into
+        from voxproof.layer_build.convert import build_into
 
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()

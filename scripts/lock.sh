@@ -7,13 +7,16 @@
 #
 # Locks (each line pinned with ==, each file's sha256 listed; pip installs them --require-hashes):
 #   functions/requirements.lock            runtime + aws extras, torch = functions/image-constraints.txt
-#                                          (the CPU-only build): what the image installs
+#                                          (the CPU-only build), without functions/image-excludes.txt
+#                                          (declared by a dependency, never imported): what the image
+#                                          installs. No [build] (onnx) and no [plot] (matplotlib).
 #   functions/build-requirements.lock      setuptools, the build backend of the one sdist-only
 #                                          dependency (docopt), consistent with the lock above
 #   functions/requirements-pypi-torch.lock the same with PyPI's torch build (CUDA wheels, several
 #                                          GB): the image's fallback where no CPU torch is reachable
-#   functions/requirements-dev.lock        runtime + aws + dev extras with the test venv's torch
-#                                          pair (DEV_TORCH, as scripts/dev.sh installs it): a
+#   functions/requirements-dev.lock        runtime + aws + dev extras (dev includes build and plot)
+#                                          with the test venv's torch pair (DEV_TORCH, as
+#                                          scripts/dev.sh installs it): a
 #                                          hash-locked test venv, if scripts/dev.sh adopts it
 #   scripts/ship-tools.lock                uv, pip-audit and cyclonedx-bom for the CI supply-chain steps
 #
@@ -82,7 +85,8 @@ compile() {  # compile <output> <uv args...>; the current lock's pins are kept u
   } >"$out/$(basename "$dest")"
 }
 
-compile functions/requirements.lock pyproject.toml --extra aws -c functions/image-constraints.txt "${torch_sources[@]}"
+compile functions/requirements.lock pyproject.toml --extra aws -c functions/image-constraints.txt \
+  --excludes functions/image-excludes.txt "${torch_sources[@]}"
 # The test venv's torch (keep equal to scripts/dev.sh): PyPI's build, as the tests run today.
 printf '%s\n' $DEV_TORCH >"$out/dev-torch.txt"
 (torch_note="torch as scripts/dev.sh installs it: $DEV_TORCH (PyPI)"; compile functions/requirements-dev.lock pyproject.toml --extra aws --extra dev -c "$out/dev-torch.txt")
@@ -91,7 +95,7 @@ echo "setuptools" >"$out/build.in"
 (torch_note="the build backend of the sdists in functions/requirements.lock"; compile functions/build-requirements.lock "$out/build.in" -c "$out/requirements.lock")
 # PyPI's torch of the same release (its CUDA dependencies come along).
 sed 's/+cpu$//' functions/image-constraints.txt >"$out/pypi-torch.txt"
-(torch_note="torch from PyPI (the CUDA build and its nvidia-* wheels)"; compile functions/requirements-pypi-torch.lock pyproject.toml --extra aws -c "$out/pypi-torch.txt")
+(torch_note="torch from PyPI (the CUDA build and its nvidia-* wheels)"; compile functions/requirements-pypi-torch.lock pyproject.toml --extra aws -c "$out/pypi-torch.txt" --excludes functions/image-excludes.txt)
 printf 'uv==%s\npip-audit\ncyclonedx-bom\n' "$UV_VERSION" >"$out/tools.in"
 (torch_note="tools for scripts/ci_image.sh; no torch"; compile scripts/ship-tools.lock "$out/tools.in")
 

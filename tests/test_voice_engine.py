@@ -203,7 +203,7 @@ def test_default_engine_identity(default_engine):
 def test_conversion_matches_piper_onnx(default_engine, voice_wheel):
     """Same ids, noise scales 0: same length and waveform correlation >= 0.99999."""
     import onnxruntime
-    from voxproof.voice.convert import read_voice
+    from voxproof.layer_build.convert import read_voice
 
     voice = read_voice(voice_wheel)
     session = onnxruntime.InferenceSession(voice.onnx, providers=["CPUExecutionProvider"])

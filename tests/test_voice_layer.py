@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 
 import pytest
 from voice_layers import relist, rewrite_manifest
@@ -204,3 +205,24 @@ def test_broken_phoneme_id_map_is_refused(tiny_layer, text):
     pin = relist(folder, "phoneme_id_map.json", text)
     with pytest.raises(CheckpointInvalid):
         verify_layer(folder, manifest_sha256=pin).phoneme_id_map()
+
+
+def test_unbuilt_layer_is_refused_naming_the_build_command(tiny_layer, tmp_path):
+    """Only manifest.json (a fresh checkout): refused, and nothing is built at run time."""
+    from voxproof.settings import Settings
+    from voxproof.voice import load_voice
+
+    folder, pin = tiny_layer
+    for path in folder.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.name != "manifest.json":
+            path.unlink()
+    err = _refused(folder, pin, LayerFileMissing)
+    assert "not built" in err.message and "`voxproof layer build`" in err.message
+    assert "pip install 'voxproof[build]'" in err.message
+    with pytest.raises(LayerFileMissing, match="voxproof layer build"):
+        load_voice(Settings(model_dir=folder, model_manifest_sha256=pin,
+                            state_dir=tmp_path / "state"))
+    assert [p.name for p in folder.iterdir()] == ["manifest.json"]
+    assert "voxproof layer build" in _refused(tmp_path / "nowhere", pin, LayerNotFound).message

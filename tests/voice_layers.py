@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
-from voxproof.voice.convert import config_bytes
+from voxproof.layer_build.convert import config_bytes
 from voxproof.voice.manifest import (
     MANIFEST_NAME,
     Engine,

@@ -8,6 +8,7 @@ stderr with their code, exit status 2. Nothing else is caught here: a bug shows 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from voxproof import __version__
-from voxproof.errors import LayerCheckFailed, RequestError, VoxproofError
+from voxproof.errors import ExtraNotInstalled, LayerCheckFailed, RequestError, VoxproofError
 from voxproof.settings import get_settings
 
 EXIT_USER_ERROR = 2
@@ -115,6 +116,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     key_files = [str(p) for p in args.key_file] if args.key_file else None
+    if args.plot:
+        _require_extra("plot", "drawing the timeline (--plot)", "matplotlib")
     service = build_service(settings, key_files=key_files, create_key=False)
     decoded = audio.read_file(args.file)
     report = service.verify_decoded(decoded, local_caller("cli"))
@@ -159,7 +162,8 @@ def _add_layer(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_layer_build(args: argparse.Namespace) -> int:
-    from voxproof.voice.convert import build_layer, check_layer
+    _require_extra("build", "building a layer", "onnx", "voxproof.layer_build")
+    from voxproof.layer_build.convert import build_layer, check_layer
 
     settings = get_settings()
     out = args.out or settings.model_dir
@@ -251,6 +255,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         on_ready=lambda where: print(f"voxproof serve: listening on {where}", file=sys.stderr,
                                      flush=True))
     return 0
+
+
+def _require_extra(extra: str, what: str, *modules: str) -> None:
+    """Refuse, before any work, a command whose optional extra is not installed."""
+    if not all(importlib.util.find_spec(name) is not None for name in modules):
+        raise ExtraNotInstalled(
+            f"{what} needs the [{extra}] extra: pip install 'voxproof[{extra}]'", extra=extra
+        )
 
 
 def _port(value: str) -> int:

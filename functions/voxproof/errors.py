@@ -264,6 +264,12 @@ class LayerCheckFailed(LayerBuildError):
     code = "layer_check_failed"
 
 
+class ExtraNotInstalled(VoxproofError):
+    """A command needs an extra that is not installed; the message names its ``pip install``."""
+
+    code = "extra_not_installed"
+
+
 # --- audio in -------------------------------------------------------------------------------
 class AudioError(VoxproofError):
     """An upload that cannot be decoded within bounds."""

@@ -6,8 +6,8 @@ the deadline checks and the calibration.
 
 Modules: ``synthesis`` (the voice above), ``manifest`` (the manifest's schema), ``pins``
 (pinned digests), ``layer`` (verify a layer folder before any weight is read), ``engine`` (load
-and run the Coqui ``Vits`` model), ``phonemize`` (text -> Piper phoneme ids), ``convert`` and
-``piper_onnx`` (build the default layer from the pinned Piper voice wheel).
+and run the Coqui ``Vits`` model), ``phonemize`` (text -> Piper phoneme ids). Building a layer
+is not run-time work: ``voxproof.layer_build`` (the ``[build]`` extra) does it.
 
 The package's ``__init__`` imports nothing: the public names come from ``synthesis`` when first
 asked for, so the settings (``pins``) and the verify function (``manifest``) stay light.

