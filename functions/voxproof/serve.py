@@ -11,12 +11,15 @@ Guarantees: like one Lambda container, the handler takes one request at a time, 
 29 s start when the handler takes it; bodies are read before that, so a slow client holds only
 its own thread (and is dropped after ``SOCKET_TIMEOUT_S`` of silence). A body over API Gateway's
 10 MB, or chunked, is refused before it is read (``Expect: 100-continue`` is answered only when
-the body is wanted). Every answer, refusals included, is the handler's JSON error shape.
+the body is wanted). Refusals and failures carry the handler's JSON error shape. The voice is
+loaded before the server listens; without AWS settings the local parts answer (SQLite and the key
+file in ``VOXPROOF_STATE_DIR``), and records say ``entry_point: serve``.
 
 Example:
     voxproof serve --port 8080 &
     curl -s localhost:8080/v1/health
-    curl -s -H 'Accept: audio/wav' -d '{"text": "Hello."}' localhost:8080/v1/speech -o hello.wav
+    curl -s -H 'Content-Type: application/json' -H 'Accept: audio/wav' -d '{"text": "Hello."}' \
+         localhost:8080/v1/speech -o hello.wav
     curl -s -H 'Content-Type: audio/wav' --data-binary @hello.wav localhost:8080/v1/verify
 """
 
