@@ -266,7 +266,7 @@ class _RequestHandler(WSGIRequestHandler):
 
 
 def make_app(handler: Handler) -> ApiApp:
-    """The WSGI app that serves ``handler`` (the one place serve meets a handler)."""
+    """The WSGI app that serves ``handler`` (any WSGI server can run it)."""
     return ApiApp(handler)
 
 
@@ -282,7 +282,9 @@ def server_url(server: BaseWSGIServer) -> str:
 
 
 def api_handler() -> Handler:
-    """The API's Lambda handler, its voice loaded (a server loads it before it listens)."""
+    """The API's Lambda handler, its voice loaded (a server loads it before it listens).
+
+    The one place this module reaches into ``voxproof.handlers``."""
     from voxproof.handlers.api import handler
     from voxproof.handlers.common import api_service
 
