@@ -248,7 +248,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from voxproof.serve import run
+    try:
+        from voxproof.serve import run
+    except ModuleNotFoundError as err:  # werkzeug comes with the [serve] extra
+        if not (err.name or "").startswith("werkzeug"):
+            raise
+        print("voxproof serve needs the [serve] extra: pip install 'voxproof[serve]'",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
 
     print("voxproof serve: loading the voice...", file=sys.stderr, flush=True)
     run(args.host, args.port,

@@ -1,25 +1,25 @@
 """``voxproof serve``: the Lambda API handler behind a local HTTP server, so curl works on a laptop.
 
-Each HTTP request becomes the API Gateway REST (v1 proxy) event that ``sam local start-api``
-would make (``headers`` and ``multiValueHeaders``, query parameters, a ``requestContext`` with a
-request id, the stage, the caller's address), bodies of template.yaml's ``BinaryMediaTypes``
-(``audio/*``, ``application/octet-stream``) base64-encoded with ``isBase64Encoded``. The same
-``voxproof.handlers.api.handler`` answers, with a context whose deadline is API Gateway's 29 s,
-and its proxy response goes back as HTTP.
+A small WSGI app turns each HTTP request into the API Gateway REST (v1 proxy) event that ``sam
+local start-api`` would make (``headers`` and ``multiValueHeaders``, query parameters, a
+``requestContext`` with a request id, the stage, the caller's address; bodies of template.yaml's
+``BinaryMediaTypes`` base64-encoded), calls the handler with a context whose deadline is API
+Gateway's 29 s, and turns its proxy response back into HTTP. werkzeug's server runs it (the
+``[serve]`` extra).
 
-Like one Lambda container, the handler takes one request at a time (the Powertools resolver
-keeps the current event in a class attribute); concurrent requests wait their turn, and each
-request's 29 s start when the handler takes it, as a Lambda invocation's do. Bodies over API
-Gateway's 10 MB are answered 413 before they are read. The voice is loaded before the server
-listens, so the first request does not pay for it.
-
-Without AWS settings the local parts answer: the SQLite registry and key file in the state folder
-(``VOXPROOF_STATE_DIR``). Records made here say ``entry_point: serve``.
+Guarantees: like one Lambda container, the handler takes one request at a time, and a request's
+29 s start when the handler takes it; bodies are read before that, so a slow client holds only
+its own thread (and is dropped after ``SOCKET_TIMEOUT_S`` of silence). A body over API Gateway's
+10 MB, or chunked, is refused before it is read (``Expect: 100-continue`` is answered only when
+the body is wanted). Refusals and failures carry the handler's JSON error shape. The voice is
+loaded before the server listens; without AWS settings the local parts answer (SQLite and the key
+file in ``VOXPROOF_STATE_DIR``), and records say ``entry_point: serve``.
 
 Example:
     voxproof serve --port 8080 &
     curl -s localhost:8080/v1/health
-    curl -s -H 'Accept: audio/wav' -d '{"text": "Hello."}' localhost:8080/v1/speech -o hello.wav
+    curl -s -H 'Content-Type: application/json' -H 'Accept: audio/wav' -d '{"text": "Hello."}' \
+         localhost:8080/v1/speech -o hello.wav
     curl -s -H 'Content-Type: audio/wav' --data-binary @hello.wav localhost:8080/v1/verify
 """
 
@@ -31,13 +31,20 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
+from werkzeug.serving import make_server as _werkzeug_server
+from werkzeug.wrappers import Request, Response
+
 from voxproof.errors import LengthRequired, RequestError, RequestTooLarge, VoxproofError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 MAX_BODY_BYTES: Final = 10 * 1024 * 1024
 """API Gateway's payload limit."""
@@ -50,13 +57,10 @@ API_ID: Final = "local"
 """The ``requestContext.apiId`` of every event (the handler's ``LOCAL_API_ID``)."""
 SOCKET_TIMEOUT_S: Final = 30.0
 """A client that sends nothing for this long is dropped (no slow-loris hold on a thread)."""
-DRAIN_MAX_BYTES: Final = 4 * MAX_BODY_BYTES
-"""A refused body up to this size is read and dropped, so the client sees the 413 rather than a
-broken pipe; a larger one is not read at all (the connection closes). Clients that send
-``Expect: 100-continue`` (curl does for large bodies) get the 413 before they send anything."""
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+"""A Lambda handler for API Gateway REST proxy events."""
 
 
 @dataclass
@@ -77,9 +81,12 @@ class LocalContext:
         return max(0, int((self._started + self.deadline_s - time.monotonic()) * 1000))
 
 
-def to_event(method: str, target: str, headers: list[tuple[str, str]], body: bytes, *,
+# --- events and proxy responses (pure) -----------------------------------------------------
+
+
+def to_event(method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes, *,
              client_ip: str, request_id: str) -> dict[str, Any]:
-    """The API Gateway REST proxy event for one HTTP request."""
+    """The API Gateway REST proxy event for one HTTP request (``target``: path and query)."""
     url = urlsplit(target)
     path = url.path or "/"
     single: dict[str, str] = {}
@@ -137,137 +144,163 @@ def from_response(response: Mapping[str, Any]) -> tuple[int, list[tuple[str, str
     return int(response["statusCode"]), [(k, v) for k, vs in headers.items() for v in vs], body
 
 
-class ApiServer(ThreadingHTTPServer):
-    """HTTP in, API Gateway events to ``handler``, one at a time; HTTP out."""
+# --- the WSGI app ------------------------------------------------------------------------------
 
-    daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], handler: Handler) -> None:
-        super().__init__(address, _RequestHandler)
+class _ApiRequest(Request):
+    max_content_length = MAX_BODY_BYTES  # werkzeug refuses a larger Content-Length unread
+
+
+class _ProxyResponse(Response):
+    default_mimetype = None  # the handler's headers say what the body is
+
+
+class ApiApp:
+    """WSGI app: HTTP in, API Gateway events to ``handler``, one at a time; HTTP out."""
+
+    def __init__(self, handler: Handler) -> None:
         self.handler = handler
-        self.lock = threading.Lock()
+        self._lock = threading.Lock()
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def invoke(self, event: dict[str, Any], request_id: str) -> dict[str, Any]:
-        with self.lock:  # one event at a time, as in one Lambda container
-            return self.handler(event, LocalContext(aws_request_id=request_id))
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    server: ApiServer
-    protocol_version = "HTTP/1.1"
-    timeout = SOCKET_TIMEOUT_S
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_GET
-
-    def handle_expect_100(self) -> bool:
-        try:
-            self._declared_length()
-        except VoxproofError as err:
-            self._refuse(err, str(uuid.uuid4()))
-            return False
-        return super().handle_expect_100()
-
-    def _serve(self) -> None:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.monotonic()
+        request = _ApiRequest(environ)
         request_id = str(uuid.uuid4())
         try:
-            body = self._read_body()
+            body = _read_body(request)
         except VoxproofError as err:
-            self._drain()
-            self._refuse(err, request_id)
-            return
-        event = to_event(self.command, self.path, list(self.headers.items()), body,
-                         client_ip=self.client_address[0], request_id=request_id)
-        status, headers, payload = from_response(self.server.invoke(event, request_id))
-        self._send(status, headers, payload, request_id)
-        log.info("%s %s %s %d %.3f s", self.client_address[0], self.command,
-                 urlsplit(self.path).path, status, time.monotonic() - started)
+            response = _error(err)
+        else:
+            response = self._invoke(request, body, request_id)
+        response.headers["X-Amzn-RequestId"] = request_id  # as API Gateway names it
+        log.info("%s %s %s %d %.3f s", request.remote_addr, request.method, request.path,
+                 response.status_code, time.monotonic() - started)
+        return response(environ, start_response)
 
-    def _declared_length(self) -> int:
-        """The body's size from ``Content-Length``; refuses chunked and oversized bodies."""
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            raise LengthRequired("send a Content-Length (chunked bodies are not read)")
+    def _invoke(self, request: Request, body: bytes, request_id: str) -> Response:
+        event = to_event(request.method, request.environ.get("RAW_URI") or request.full_path,
+                         request.headers.items(), body, client_ip=request.remote_addr or "",
+                         request_id=request_id)
         try:
-            size = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise RequestError("Content-Length is not a number") from None
-        if size < 0:
-            raise RequestError("Content-Length is negative")
-        if size > MAX_BODY_BYTES:
-            raise RequestTooLarge(f"the body is {size} bytes; the limit is {MAX_BODY_BYTES}",
-                                  limit_bytes=MAX_BODY_BYTES)
-        return size
-
-    def _read_body(self) -> bytes:
-        size = self._declared_length()
-        return self.rfile.read(size) if size > 0 else b""
-
-    def _drain(self) -> None:
-        """Read and drop a refused body of a sane declared size (see ``DRAIN_MAX_BYTES``)."""
-        try:
-            left = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return
-        if self.headers.get("Transfer-Encoding") or not 0 < left <= DRAIN_MAX_BYTES:
-            return
-        while left > 0:
-            chunk = self.rfile.read(min(left, 1 << 16))
-            if not chunk:
-                return
-            left -= len(chunk)
-
-    def _refuse(self, err: VoxproofError, request_id: str) -> None:
-        self.close_connection = True  # whatever was not read must not be taken for a request
-        self._send(err.status, [("Content-Type", "application/json"), ("Connection", "close")],
-                   json.dumps({"error": err.to_dict()}).encode(), request_id)
-        log.info("%s %s %s %d (refused before the handler)", self.client_address[0],
-                 self.command, urlsplit(self.path).path, err.status)
-
-    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes,
-              request_id: str) -> None:
-        self.send_response(status)
-        for name, value in headers:
-            if name.lower() not in ("content-length", "transfer-encoding"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-Amzn-RequestId", request_id)  # as API Gateway names it
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return  # one line per request is logged by _serve
+            with self._lock:  # one event at a time, as in one Lambda container
+                proxy = self.handler(event, LocalContext(aws_request_id=request_id))
+            status, headers, payload = from_response(proxy)
+        except Exception:
+            log.exception("request %s: the handler failed", request_id)
+            return _error(VoxproofError(
+                f"internal error; quote request id {request_id} when reporting it"))
+        kept = [(k, v) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")]
+        return _ProxyResponse(payload, status, kept)
 
 
-def make_server(host: str, port: int, handler: Handler | None = None) -> ApiServer:
-    """The server on ``host:port`` (0 picks a free port) for ``handler`` (default: the API's)."""
-    if handler is None:
-        from voxproof.handlers.api import handler as api_handler
-
-        handler = api_handler
-    return ApiServer((host, port), handler)
-
-
-def run(host: str, port: int, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Load the voice, then serve until interrupted."""
-    from voxproof.handlers.api import RUNTIME
-
-    started = time.monotonic()
-    RUNTIME.service.load()
-    server = make_server(host, port)
-    if on_ready is not None:
-        on_ready(f"{server.url} (voice loaded in {time.monotonic() - started:.1f} s)")
+def _read_body(request: _ApiRequest) -> bytes:
+    """The whole body; refuses chunked, malformed or oversized ones before reading a byte."""
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        raise LengthRequired("send a Content-Length (chunked bodies are not read)")
+    declared = request.headers.get("Content-Length", "0").strip(" \t")
+    if not (declared.isascii() and declared.isdigit()):
+        raise RequestError("Content-Length is negative" if declared.startswith("-")
+                           else "Content-Length is not a number")
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+        return request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise RequestTooLarge(f"the body is {declared} bytes; the limit is {MAX_BODY_BYTES}",
+                              limit_bytes=MAX_BODY_BYTES) from None
+    except ClientDisconnected:
+        raise RequestError("the body ended before its Content-Length") from None
+
+
+def _error(err: VoxproofError) -> Response:
+    return _ProxyResponse(json.dumps({"error": err.to_dict()}), err.status,
+                          [("Content-Type", "application/json")])
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+class _ContinueOnRead:
+    """``wsgi.input`` that sends ``100 Continue`` when the app first reads it (PEP 3333)."""
+
+    def __init__(self, rfile: IO[bytes], wfile: IO[bytes]) -> None:
+        self._rfile, self._wfile, self._sent = rfile, wfile, False
+
+    def _continue(self) -> None:
+        if not self._sent:
+            self._sent = True
+            self._wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def read(self, size: int = -1) -> bytes:
+        self._continue()
+        return self._rfile.read(size)
+
+    def readinto(self, buffer: bytearray) -> int | None:
+        self._continue()
+        return self._rfile.readinto(buffer)  # type: ignore[attr-defined]
+
+    def readline(self, size: int = -1) -> bytes:
+        self._continue()
+        return self._rfile.readline(size)
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """werkzeug's handler with a socket timeout, a lazy ``100 Continue`` (werkzeug sends it
+    before the app runs, so a refused body would be sent anyway) and the app's log line only."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT_S
+    _continue_on_read = False
+
+    def handle_expect_100(self) -> bool:
+        del self.headers["Expect"]  # werkzeug would answer it before the app runs
+        self._continue_on_read = True
+        return True
+
+    def make_environ(self) -> WSGIEnvironment:
+        environ = super().make_environ()
+        if self._continue_on_read:
+            environ["wsgi.input"] = _ContinueOnRead(environ["wsgi.input"], self.wfile)
+        return environ
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return  # ApiApp logs one line per request
+
+
+def make_app(handler: Handler) -> ApiApp:
+    """The WSGI app that serves ``handler`` (any WSGI server can run it)."""
+    return ApiApp(handler)
+
+
+def make_server(host: str, port: int, handler: Handler) -> BaseWSGIServer:
+    """werkzeug's threaded server for ``handler`` on ``host:port`` (0 picks a free port)."""
+    return _werkzeug_server(host, port, make_app(handler), threaded=True,
+                            request_handler=_RequestHandler)
+
+
+def server_url(server: BaseWSGIServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def api_handler() -> Handler:
+    """The API's Lambda handler, its voice loaded (a server loads it before it listens).
+
+    The one place this module reaches into ``voxproof.handlers``."""
+    from voxproof.handlers.api import RUNTIME, handler
+
+    RUNTIME.service.load()
+    return handler
+
+
+def run(host: str, port: int, handler: Handler | None = None, *,
+        on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``handler`` (default: the API's, voice loaded first) until interrupted;
+    ``on_ready`` hears where, once the server listens."""
+    started = time.monotonic()
+    note = ""
+    if handler is None:
+        handler = api_handler()
+        note = f" (voice loaded in {time.monotonic() - started:.1f} s)"
+    server = make_server(host, port, handler)
+    if on_ready is not None:
+        on_ready(server_url(server) + note)
+    server.serve_forever()  # werkzeug's: returns on Ctrl-C and closes the socket
