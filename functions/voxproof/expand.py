@@ -1,40 +1,8 @@
 """English expansion to words: numbers, money, dates, times, abbreviations and symbols.
 
-One pass of one regular expression rewrites what a listener hears differently from how it is
-written; :mod:`voxproof.text` calls :func:`expand` on text that is already validated and
-NFKC-normalized (only the characters of :data:`INPUT_CHARACTERS`), one paragraph at a time.
-The result holds only letters, spaces and the punctuation of :data:`SPOKEN_PUNCTUATION`.
-
-Choices (what an American listener expects; where espeak-ng, which the voice was trained with,
-already says the same words, the same spelling is produced so the phoneme ids match):
-
-- Cardinals in American style, without "and": ``1,250,000`` -> "one million two-hundred fifty
-  thousand". "hundred" is hyphen-joined to its multiplier because espeak-ng reads the digits
-  as one prosodic word there (``tˈuːhˈʌndɹɪd``); tens and units stay apart ("forty five").
-  Decimals read their fraction digit by digit ("three point one four"); a leading ``-`` is
-  "minus"; more than :data:`MAX_CARDINAL_DIGITS` digits, or a leading zero, are read digit by
-  digit.
-- Years (1100-2099) in pairs ("nineteen forty five", "twenty twenty") when a date, a decade
-  (``1990s``) or a cue word before them (``in``, ``by``, ``since``...) says they are years;
-  other four-digit numbers are cardinals.
-- Money: ``$4.50`` -> "four dollars and fifty cents"; ``£20`` -> "twenty pounds"; ``€15`` ->
-  "fifteen euros"; ``$1.5 million`` -> "one point five million dollars"; ``99¢``.
-- Dates: ``2024-03-05``, ``3/5/2024`` (US order), ``March 5, 2024`` -> "March fifth, twenty
-  twenty four"; ``5 March 2024`` -> "the fifth of March, twenty twenty four".
-- Times: ``7:30`` "seven thirty", ``6:05`` "six oh five", ``7:00`` "seven o'clock", ``19:45``
-  "nineteen forty five", ``7:30 pm`` "seven thirty p.m" (espeak-ng says "a.m"/"p.m" as
-  letters; the plain word "am" would be the verb).
-- Ranges and scores ``3-2`` / ``10–20`` -> "three to two"; phone numbers ``555-1234`` digit by
-  digit; ordinals ``22nd`` -> "twenty second"; percentages ``15%`` -> "fifteen percent".
-- Abbreviations: Mr., Mrs., Ms., Dr., Prof., St. (Saint before a name, Street after one),
-  Mt., Jr., Sr., vs., e.g., i.e., etc., approx., No. (before a number), and month
-  abbreviations before a day. Their dot stays as a full stop only where a sentence ends.
-- Symbols: ``&`` "and", ``@`` "at", ``+`` "plus", ``=`` "equals", ``/`` "slash", ``#5``
-  "number five", ``°C`` "degrees Celsius", ``×`` "times". Markup is text: ``<b>`` reads as
-  "b", ``&amp;`` as "and amp;" - nothing is interpreted. Brackets become parentheses; other
-  symbols espeak-ng would not say (``< > | _ ^ ` * ~``) become spaces.
-
-num2words (LGPL-2.1, a coqui-tts dependency) supplies the number words.
+:func:`expand` takes validated, NFKC-normalized text (only :data:`INPUT_CHARACTERS`) and returns
+only letters, spaces and :data:`SPOKEN_PUNCTUATION`, spelled as espeak-ng would say it where it
+already says the same words. Every choice, with examples: docs/text.md.
 
 Example:
     >>> expand("$4.50 at 7:30 pm, e.g. on March 5, 2024.")

@@ -1,39 +1,14 @@
 """Text in: validate, normalize, expand and split what a caller wants spoken. Pure, no I/O.
 
-:func:`prepare` runs five steps, in this order:
-
-1. **Length**: more than ``max_chars`` code points is :class:`~voxproof.errors.TextTooLong`,
-   decided from ``len()`` before a single character is looked at (1 MB is refused in
-   microseconds). Every entry point sets its own ``max_chars`` (at most
-   :data:`MAX_CHARS_CEILING`).
-2. **NFKC**, computed per run of a base character and its combining marks, so that every
-   character of the result still knows its position in the caller's string.
-3. **Character policy**, judged on each character as the caller sent it (NFKC maps none of
-   these classes to anything else, so the verdict is the same) and reported with its
-   position, code point and Unicode name, never with the surrounding text:
-
-   - tab becomes a space, a line break a space, a blank line (or U+2029) a paragraph break;
-   - other control characters: :class:`~voxproof.errors.ControlCharacter`;
-   - bidirectional controls (U+061C, U+200E/F, U+202A-202E, U+2066-2069) and every other
-     format character: :class:`~voxproof.errors.FormatCharacter`;
-   - zero-width space/joiners, word joiner, soft hyphen and byte order mark are removed and
-     listed in :attr:`PreparedText.removed`;
-   - private use: :class:`~voxproof.errors.PrivateUseCharacter`; lone surrogates:
-     :class:`~voxproof.errors.SurrogateCharacter`; unassigned code points and
-     noncharacters: :class:`~voxproof.errors.UnassignedCharacter`;
-   - anything outside the English allow-list (:data:`voxproof.expand.INPUT_CHARACTERS`:
-     printable ASCII, Latin-1 letters, ``£ € ¢ ° ×``, typographic quotes and dashes):
-     :class:`~voxproof.errors.UnsupportedCharacter`.
-
-   Markup (``<b>``, SSML, ``&amp;``) is plain text: nothing is interpreted.
-4. **Expansion** to words: :func:`voxproof.expand.expand` (numbers, money, dates, times,
-   abbreviations, symbols).
-5. **Splitting** into sentences, and sentences longer than :data:`MAX_PIECE_CHARS` into
-   clauses (after ``, ; :``), else at spaces. Pieces are the units of synthesis and of
-   deadline checks.
+The policy, step by step and character class by class: docs/text.md. Guarantees of
+:func:`prepare`: length is checked first, from ``len()`` alone (:class:`~voxproof.errors.TextTooLong`
+past ``max_chars``, at most :data:`MAX_CHARS_CEILING`); every refused character is a named
+:class:`~voxproof.errors.TextError` giving its position, code point and Unicode name, never the
+surrounding text; markup is never interpreted; every piece holds only :data:`PIECE_CHARACTERS`,
+some letter, and at most :data:`MAX_PIECE_CHARS` characters.
 
 Example:
-    >>> prepared = prepare("Dr. Smith paid $4.50\\u200b.", max_chars=1000)
+    >>> prepared = prepare("Dr. Smith paid $4.50\u200b.", max_chars=1000)
     >>> prepared.pieces
     ('Doctor Smith paid four dollars and fifty cents.',)
     >>> prepared.removed[0].code_point, prepared.removed[0].position

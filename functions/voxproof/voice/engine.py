@@ -1,11 +1,9 @@
 """Load a verified layer with Coqui's own classes and turn phoneme ids into audio, on CPU.
 
-Loading takes a ``VerifiedLayer`` (so nothing is read before ``verify_layer`` passed) and then:
-checks the manifest names the installed engine -> reads ``config.json`` with
-``VitsConfig.load_json`` -> scans the checkpoint's pickle for anything but tensors -> builds
-``Vits(config)`` -> ``Vits.load_checkpoint(config, path, eval=True, strict=True)``, which reads
-through ``trainer.io.load_fsspec`` with ``torch.load(weights_only=True)`` (asserted here, and
-proven by a test with a pickle that carries code). Nothing touches the network or a model zoo.
+Guarantees: loading takes only a ``VerifiedLayer`` (nothing is read before ``verify_layer``
+passed); the checkpoint's pickle is scanned for anything but tensors and read with
+``torch.load(weights_only=True)``; nothing touches the network or a model zoo. Steps:
+docs/voice.md.
 
 Example:
     >>> layer = verify_layer(Path("layers/model"), manifest_sha256=DEFAULT_MANIFEST_SHA256)  # doctest: +SKIP

@@ -1,16 +1,10 @@
 """Verify a model layer folder before any weight is read.
 
-A layer is a folder with ``manifest.json`` and exactly the files it lists. ``verify_layer``
-checks, in this order, and stops at the first problem with its own ``LayerError`` subclass
-naming the file by its relative path:
-
-1. the folder and the manifest exist and are not symbolic links;
-2. the manifest parses against the schema and is in canonical form;
-3. the manifest's sha256 is the pinned one (an edited manifest could re-pin other weights);
-4. every listed path stays inside the folder (no absolute path, ``..``, backslash, NUL...);
-5. the folder holds no symlink, no unlisted file or folder, and no listed file is missing;
-6. every file has its listed size, then its listed sha256 (streamed, bounded memory; each file
-   opened component by component with ``O_NOFOLLOW`` so a swapped-in symlink is refused).
+Guarantee: ``verify_layer`` returns a ``VerifiedLayer`` only for a folder that holds exactly the
+files its manifest lists, each with its listed size and sha256, under a manifest whose own
+sha256 is the pinned one, with no symlink and no path leaving the folder. Anything else stops
+at the first problem with its own ``LayerError`` subclass naming the file (the checks, in
+order: docs/voice.md).
 
 Example:
     >>> layer = verify_layer(Path("layers/model"), manifest_sha256=DEFAULT_MANIFEST_SHA256)  # doctest: +SKIP

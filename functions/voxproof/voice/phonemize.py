@@ -1,37 +1,11 @@
 """espeak-ng phonemes -> Piper phoneme ids, exactly as Piper feeds its voices.
 
-The voice was trained on the output of Piper's phonemizer (piper-tts 1.8: ``phonemize_espeak``,
-``phoneme_ids``), which drives a bundled espeak-ng through a C extension. voxproof does not
-ship piper-tts (GPL-3.0; it is a test-only reference here); it loads libespeak-ng 1.52.0 and
-its data from the ``espeakng-loader`` wheel (GPL-3.0, used as a separate shared library through
-ctypes) and redoes Piper's steps:
-
-1. ``espeak_TextToPhonemes`` in IPA mode, clause by clause, voice ``en-us``.
-2. Per clause: drop ``(lang)`` switch flags; append the clause's terminator (``. ? ! , : ;``)
-   and a space after ``, : ;``; NFD-decompose and split into code points. A clause with the
-   "sentence" flag closes a sentence.
-3. Per sentence: ``^ _ p1 _ p2 _ ... pn _ $`` through the voice's phoneme id map (BOS, PAD
-   after every phoneme, EOS).
-
-Two differences between this library and Piper's bundled espeak-ng are bridged:
-
-- This build has no ``espeak_TextToPhonemesWithTerminator``. The terminator and the sentence
-  flag are read from the text espeak-ng consumed for the clause (it reads one character ahead,
-  which is held for the next clause): the first mark of the clause's final punctuation run
-  after a letter or digit, ``...`` being no terminator and not a sentence end, ``—``/``–``
-  being ``;``.
-- Piper's espeak-ng writes the linking phoneme ``;`` (a glide after /i/ before a vowel, as in
-  "three apples") as ``ʲ``; 1.52.0 writes nothing. A second pass in espeak's own phoneme
-  mnemonics locates every ``;`` and the ``ʲ`` is put back in its place.
-
-What remains is espeak-ng's data: on 5,000 paragraphs of raw English (licence texts and package
-descriptions, ``scripts/compare_phonemizer.py``) 98.5 % come out identical to Piper's; the
-rest differ in a dictionary entry ("has been": hˈæzbiːn vs hɐzbɪn) or split ``word.word``
-tokens (file names, URLs) into sentences where 1.52.0 does not.
-
-espeak-ng is global state: one library per process, initialized once, every call under one
-lock, and input bounded (:data:`MAX_TEXT_CHARS`). Phonemes the id map lacks are skipped, as
-Piper does, but counted in :attr:`PhonemeIds.unknown` and logged (code points only, never text).
+libespeak-ng 1.52.0 from the ``espeakng-loader`` wheel (GPL-3.0, a separate shared library
+through ctypes) redoes piper-tts 1.8's steps; how the two espeak-ng builds differ and how that is
+bridged, and how often the result equals Piper's: docs/voice.md. Guarantees: one library per
+process, every call under one lock, input bounded (:data:`MAX_TEXT_CHARS`); phonemes the id map
+lacks are skipped, as Piper does, but counted in :attr:`PhonemeIds.unknown` and logged (code
+points only, never text).
 
 Example:
     >>> from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP  # test-only reference map

@@ -1,44 +1,15 @@
 """Text in, speech out, within a time budget: the voice as callers use it.
 
-``load_voice(settings)`` verifies the model layer (it never builds one), loads the Coqui
-engine, sets up the phonemizer the layer asks for and calibrates the voice's speed.
-``Voice.synthesize(text, deadline=..., max_chars=...)`` then runs:
+``load_voice(settings)`` verifies the model layer (it never builds one), loads the engine and
+calibrates; ``Voice.synthesize`` prepares, phonemizes and speaks unit by unit. How, and why:
+docs/voice.md.
 
-1. ``voxproof.text.prepare``: validate, normalize, expand, split into pieces (sentences or
-   clauses of at most 250 characters);
-2. the phonemizer: each piece -> one framed id sequence per espeak-ng sentence, cut further at
-   word boundaries if one would exceed the engine's ``MAX_IDS`` (the *units* of synthesis);
-3. the budget: the calibrated cost of all units against ``deadline.remaining()``; too much is
-   :class:`~voxproof.errors.DeadlineTooShort` before any synthesis;
-4. the engine, unit by unit; before each unit the clock is checked against that unit's
-   estimate (scaled up by how much slower than estimated this request has run so far), and a
-   unit that cannot finish stops the request with
-   :class:`~voxproof.errors.DeadlineExceeded`; so does a last unit that ends after the
-   deadline. Nothing partial is ever returned;
-5. the join: every unit gets a 3 ms raised-cosine fade at both ends (no click at a seam),
-   units are separated by silence, :data:`SENTENCE_PAUSE_S` after a sentence's end (``. ? !``)
-   and :data:`CLAUSE_PAUSE_S` after a clause or a cut, and the whole clip gets one gain so that
-   its peak is :data:`PEAK_TARGET` (-1 dBFS): never clipped, 1 dB of headroom for the watermark
-   and for codecs' inter-sample peaks, and the relative loudness of sentences is kept.
-
-Piper is the reference for these choices: piper-tts 1.8 also synthesizes sentence by sentence
-and peak-normalizes (per sentence, to full scale) before it clips; its ``--sentence-silence``
-(0.2 s by default in the original C++ Piper, 0 in piper-tts 1.8's CLI) is the pause after
-each sentence. voxproof keeps Piper's 0.2 s and adds a shorter pause where it cut a long
-sentence, which Piper never does.
-
-Calibration (``calibrate``) happens once, when the voice is loaded: one untimed warm-up call on
-a short sentence (the first call pays for memory allocation), then two timed calls each on a
-short (31 ids) and a longer (177 ids) fixed sentence, seeded so that their audio lengths are
-the same every time. The faster call of each pair counts, so one stall (another process, a
-page fault) does not inflate every later estimate. The two points give a cost per call and a
-cost per phoneme id (:class:`CostModel`); estimates carry a safety factor of :data:`SAFETY`.
-It costs five short syntheses, about 450 ids: measured 0.9-1.1 s with one torch thread and
-0.6-0.7 s with two on the (shared) 2-core development machine.
-
-Threads: one request speaks at a time (a lock held from the budget check to the last unit, so
-that the budget is checked against a voice that is not shared; waiting for the lock counts
-against the caller's deadline). Text preparation and phonemization run outside the lock.
+The deadline contract: a text whose calibrated estimate (times :data:`SAFETY`) exceeds
+``deadline.remaining()`` is :class:`~voxproof.errors.DeadlineTooShort` before any synthesis; a
+request that runs out mid-way stops between units with
+:class:`~voxproof.errors.DeadlineExceeded`; nothing partial is ever returned. One request speaks
+at a time (waiting counts against its deadline). The clip's peak is :data:`PEAK_TARGET`
+(-1 dBFS), never clipped.
 
 Example:
     >>> voice = load_voice(Settings())  # doctest: +SKIP

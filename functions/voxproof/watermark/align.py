@@ -1,22 +1,8 @@
-"""Finding where the units lie: folding, keyed correlations, sync, tracking and following.
+"""Where the units lie: folds (soft combining of repeats), keyed correlations, sync, tracking.
 
-A *fold* sums a view's phasors by frame index modulo the unit (1.024 s = 16 blocks of 16
-frames): soft combining of repeats. The correlation of a fold with a key's expected cells at
-*alignment* ``o`` (a unit starts at frame o, mod 256; block a = o // 16, row r = o % 16) reads
-unit block u at fold block ``(u + a) % 16``, row r. For all 256 alignments at once it is a
-matrix product over bands (blocks x rows x bands against the key's 16 x bands weights) and a
-cyclic gather over blocks; its null variance (dithers uniform and independent: each cell's
-term is ``|phasor| cos(uniform)``) comes the same way from the squared magnitudes.
-
-- ``sync``: per search window (4 s, half overlapping), the best alignment by the pilots alone
-  and by the pilots plus a blind second-harmonic statistic of every payload cell (near its
-  lattice a cell makes ``cos(2 theta)`` large whatever bit it carries);
-- ``tracked_fold``: the whole input folded at a candidate's alignment, each 2 s window
-  re-aligned along a smooth path of pilot alignments (residual speed drift);
-- ``followed_fold``: an alignment that follows the input 256 ms at a time (WSOLA tempo
-  changes copy the input in pieces of 0.1-0.6 s and skip or repeat 5-25 ms between them): a
-  Viterbi path over (alignment, sub-hop phase) states scored per window, then decision
-  feedback with the path's own decoded codeword.
+``sync`` proposes alignments per search window; ``tracked_fold`` follows a small speed drift;
+``followed_fold`` follows WSOLA tempo changes piece by piece. See docs/watermark.md, "Folds and
+alignment" and "Search".
 """
 
 from __future__ import annotations

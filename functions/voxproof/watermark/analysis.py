@@ -1,8 +1,7 @@
 """The internal domain every embed and detect works in: 8 kHz mono, 32 ms frames every 4 ms.
 
-Tile energies are sums of short-time power over a band (4 FFT bins of 31.25 Hz) and a slot
-(8 frames = 32 ms); time and frequency scale hypotheses (speed, tempo) are applied here by
-interpolating the frame axis and stretching band edges, so one spectrogram serves them all.
+Tiles (125 Hz x 32 ms), cells (two tiles of one band in a 64 ms block), cell levels and the
+quantiser step each level gets (``cell_steps``). See docs/watermark.md, "Algorithm".
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """Detection: search hypotheses and unit alignments, decode, verify the tag, localise.
 
-Views (``views.py``) turn the received audio into weighted cell phasors under each hypothesis;
-``align.py`` folds and correlates them with a key's pattern. The search, per key:
-
-1. no change (four sub-hop phases, two weightings), then speed changes of +-1, 2, 3 %: each
-   view's search windows propose their best alignments (``align.sync``); when the best
-   no-change alignment is strong (z >= ``EARLY_EXIT_Z``) it is decoded at once;
-2. the ``CANDIDATES`` best distinct alignments are decoded, each twice: the whole input tracked
-   from it, and its own window alone;
-3. last, an alignment that follows the input (WSOLA tempo changes), decoded once.
-
-A decode counts as an attempt: it is accepted only if the keyed tag of the decoded record id
-verifies (probability 2^-24 on audio without the key's mark), and at most ``MAX_ATTEMPTS``
-are made per key. Then 1.024 s windows are scored against the decoded codeword to say which
-time ranges are marked.
+Guarantee: a decode is accepted only if the keyed tag of its record id verifies (probability
+2^-24 on audio without the key's mark), and at most ``MAX_ATTEMPTS`` decodes are made per key,
+so P(false positive) <= ``MAX_ATTEMPTS`` x 2^-24 per key and file. The search: docs/watermark.md.
 """
 
 from __future__ import annotations

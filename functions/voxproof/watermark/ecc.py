@@ -1,10 +1,7 @@
 """Error correction: a tail-biting convolutional code (rate 1/3, constraint length 7).
 
-Generators 133, 171, 165 (octal), the code LTE uses for its control channels (free distance 15).
-Tail-biting (the encoder starts in the state its last six input bits leave it in) costs no tail
-bits, so 64 payload bits become exactly 192 coded bits. Decoding is a soft-input Viterbi over the
-circular trellis, run over three copies of the received block and read from the middle one
-(the wrap-around approximation of the maximum-likelihood tail-biting decoder).
+64 payload bits become exactly 192 coded bits; decoding is a soft-input Viterbi over the
+circular trellis (docs/watermark.md, "Unit and payload").
 
 Example:
     >>> import numpy as np

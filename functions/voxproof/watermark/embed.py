@@ -1,13 +1,7 @@
 """Embedding: distortion-compensated dither modulation (DC-QIM) of cell values, iterated.
 
-Steps: bring the host to the internal domain; find the slots with speech; for every cell of a
-speech block compute its host value (a log-energy difference of two tiles), its quantiser step
-(from how far the cell lies below its block: ``analysis.cell_steps``) and the target value on
-the lattice of the bit it carries (moved only ``ALPHA`` of the way: distortion compensation);
-then apply per-tile gains on a 75 %-overlap STFT and re-measure, a few rounds,
-so the cell values that the detector will measure hit their targets despite window overlap.
-The mark is the residual (marked - host) at 8 kHz, brought back to the caller's sample rate and
-added to every channel.
+The mark is a residual computed at 8 kHz, brought back to the caller's rate and added to every
+channel; slots without speech get none of it. See docs/watermark.md, "Modulation".
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The watermark key: a 256-bit secret from which every pseudo-random choice of the mark derives.
 
-A key file is one line: the key as 64 hex characters (the same text a secret store holds).
-The public ``key_id`` is one-way: the first 8 bytes of ``HMAC-SHA256(key, "voxproof key id")``
-in hex, so reports can say which key matched without revealing anything about it.
+A key file is one line: the key as 64 hex characters. The public ``key_id`` is one-way (the
+first 8 bytes of ``HMAC-SHA256(key, "voxproof key id")`` in hex); reprs show only the key id.
 
 Example:
     >>> key = WatermarkKey.from_hex("00" * 32)

@@ -1,15 +1,7 @@
 """The keyed time-frequency layout of one mark unit (every choice comes from the key).
 
-Geometry (internal domain, 8 kHz):
-- a *tile* is one slot (32 ms) x one band (125 Hz); 28 bands cover 125-3625 Hz;
-- a *cell* is a pair of tiles in the same band and in the two slots of one 64 ms block; the
-  value a cell carries is the difference of the tiles' log energies (so any fixed filter or
-  volume change cancels out);
-- a unit is 16 blocks (1.024 s) x 28 bands = 448 cells. Each cell belongs to one of 224
-  *positions* (32 pilot bits known from the key, 192 coded payload bits), every position
-  twice, in key-chosen blocks and bands (time and frequency diversity, keyed interleaving);
-- each cell has a key-derived dither (a fraction of the quantiser step, which the cell's level
-  sets: ``analysis.cell_steps``).
+A unit is 16 blocks (1.024 s) x 28 bands = 448 cells; each carries one of 224 positions (32
+pilots, 192 coded bits), every position twice, with a key-derived dither. docs/watermark.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
 """The received audio under each hypothesis the detector tries: cell phasors and their weights.
 
-A *view* reads the received 8 kHz spectrogram under one hypothesis: no change, at a sub-hop
-time offset (``PHASES``, quarters of the 4 ms hop: cuts fall anywhere), or a speed change by
-``scale`` (resampling changes time and pitch alike: the band edges are stretched by ``1 +
-scale`` and the frame axis read at ``1 / (1 + scale)``, so one spectrogram serves every
-hypothesis). Every cell value v then becomes the phasor ``exp(2 pi i v / step)`` (its position
-on the quantiser lattice, with the step the cell's level gives, as the embedder chose it),
-weighted by how much the cell can be trusted:
-
-- ``codec`` weighting: speech activity times ``step / (step + RELIABLE_STEP)``: cells with a
-  coarse step keep their value through codecs, noise and small misalignments, fine ones less;
-- ``noise`` weighting: the same, times a fall of e per ``NOISE_DB`` dB for tiles more than
-  ``NOISE_KNEE_DB`` below the loudest tiles (added noise fills quiet tiles first).
+Hypotheses: sub-hop time offsets and speed changes, all read from one spectrogram; weightings
+``codec`` and ``noise``. See docs/watermark.md, "Views".
 """
 
 from __future__ import annotations
