@@ -27,7 +27,7 @@ from aws_events import (
 )
 from conftest import LambdaContext
 from lambda_runtime import LambdaRuntimeAPI, start_ric
-from voxproof.errors import JobFileRefused, UnsupportedEvent
+from voxproof.batch.exceptions import JobFileRefused, UnsupportedEvent
 from voxproof.watermark import WatermarkKey
 
 REPO = Path(__file__).resolve().parents[2]
