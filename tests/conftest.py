@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fakes import free_port
 from hypothesis import settings
 
 # --- hypothesis: a small run by default, the full one in CI (.ci/run sets HYPOTHESIS_PROFILE=ci)
@@ -84,12 +83,6 @@ def tiny_layer(_tiny_layer_template, tmp_path) -> tuple[Path, str]:
 # --- AWS (loopback moto) -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's server on loopback: real boto3 HTTP against S3, SQS, DynamoDB, Secrets Manager."""
@@ -119,21 +112,6 @@ def aws_client(moto_endpoint, monkeypatch):
     return make
 
 
-@dataclass
-class LambdaContext:
-    """The attributes of Lambda's context object that handlers and Powertools read (the real
-    one, from awslambdaric, is driven in tests/integration)."""
-
-    remaining_ms: int = 300_000
-    function_name: str = "voxproof-test"
-    memory_limit_in_mb: int = 3008
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:voxproof-test"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
 @pytest.fixture
 def idempotency_table(aws_client) -> tuple[object, str]:
     """A fresh idempotency table as template.yaml makes it (hash key ``id``): (client, name)."""
@@ -157,16 +135,6 @@ def registry(tmp_path):
     yield reg
     reg.close()
 
-
-
-class StaticKeys:
-    """A key source that is just a ring (the sources themselves are tested in test_keyring)."""
-
-    def __init__(self, ring) -> None:
-        self.ring = ring
-
-    def keyring(self):
-        return self.ring
 
 
 # --- the text frontend ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from conftest import StaticKeys
+from fakes import StaticKeys
 from voxproof import audio
 from voxproof.deadline import Deadline
 from voxproof.errors import DeadlineExceeded, DeadlineTooShort, ForbiddenCharacter

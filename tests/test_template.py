@@ -115,9 +115,9 @@ def test_the_batch_function_may_do_exactly_what_the_batch_code_does(template):
             name = resource.get("Sub") or resource.get("GetAtt") or resource.get("Ref")
             allowed.setdefault(name.rsplit("-${AWS::Region}", 1)[-1] or name, set()).update(
                 statement["Action"])
-    # voxproof.jobfiles reads job files at the event's version.
+    # voxproof.batch.aws.JobFileReader reads job files at the event's version.
     assert {"s3:GetObject", "s3:GetObjectVersion"} <= allowed["/jobs/*"]
-    # voxproof.jobs: results, error objects (read, deleted) and reports under batch/.
+    # voxproof.batch.aws.ResultStore: results, error objects (read, deleted), reports in batch/.
     assert {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"} <= allowed["/batch/*"]
     # a HEAD of a missing error object must answer 404, which needs ListBucket on the prefix
     [listing] = [s for p in props["Policies"] for s in p["Statement"]

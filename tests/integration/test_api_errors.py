@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from lambda_runtime import api_gateway_event
 from voxproof import errors, provenance, service
+from voxproof.batch import exceptions as batch_exceptions
 from voxproof.handlers.rest import Handler, api_runtime, make_handler
 from voxproof.runtime import AwsClients, Runtime
 from voxproof.settings import Settings
@@ -49,7 +50,7 @@ class Raising:
 
 
 def _error_classes() -> list[type[errors.VoxproofError]]:
-    found = {cls for module in (errors, service, provenance)
+    found = {cls for module in (errors, service, provenance, batch_exceptions)
              for _, cls in inspect.getmembers(module, inspect.isclass)
              if issubclass(cls, errors.VoxproofError)}
     return sorted(found, key=lambda cls: cls.__name__)

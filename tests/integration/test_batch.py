@@ -25,9 +25,9 @@ from aws_events import (
     sqs_event,
     visible_count,
 )
-from conftest import LambdaContext
+from fakes import LambdaContext
 from lambda_runtime import LambdaRuntimeAPI, start_ric
-from voxproof.errors import JobFileRefused, UnsupportedEvent
+from voxproof.batch.exceptions import JobFileRefused, UnsupportedEvent
 from voxproof.watermark import WatermarkKey
 
 REPO = Path(__file__).resolve().parents[2]

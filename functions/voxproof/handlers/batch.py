@@ -1,12 +1,12 @@
 """The batch function: SQS job messages and S3 job files, one handler for both.
 
 - SQS records (``eventSource`` ``aws:sqs``): one job per message, run by
-  ``voxproof.jobs.JobRunner`` inside Powertools' ``BatchProcessor``. The answer is a partial
+  ``voxproof.batch.runner.JobRunner`` inside Powertools' ``BatchProcessor``. The answer is a partial
   batch response: ``{"batchItemFailures": [{"itemIdentifier": <message id>}, ...]}`` lists every
   message that did not succeed (bad, conflicting, out of time, a dependency down), so SQS
   deletes the others and redelivers only those (then the DLQ, after five receives).
 - S3 records (``aws:s3``, ObjectCreated of ``jobs/*.jsonl`` in the input bucket): each file is
-  fanned out to the job queue by ``voxproof.jobfiles.JobFileIntake`` and a report is written.
+  fanned out to the job queue by ``voxproof.batch.intake.JobFileIntake`` and a report is written.
   A failure that a retry may cure raises, so Lambda's asynchronous retries (then the function's
   on-failure destination) take over; a refused event (another bucket or key) raises too.
 
@@ -28,20 +28,24 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.data_classes import S3Event, S3EventRecord
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from voxproof.deadline import Deadline
-from voxproof.errors import JobFileRefused, Unavailable, UnsupportedEvent, VoxproofError
-from voxproof.handlers.common import lambda_runtime, logger, metrics, tracer
-from voxproof.idempotency import Idempotency
-from voxproof.jobfiles import (
+from voxproof.batch.aws import (
     SOURCE_ATTRIBUTE,
-    JobFileIntake,
-    JobFileLimits,
+    JobFileReader,
     JobFileSource,
     JobQueue,
+    ResultStore,
 )
-from voxproof.jobs import JobRunner, ResultStore, is_permanent, job_address
+from voxproof.batch.exceptions import JobFileRefused, UnsupportedEvent
+from voxproof.batch.idempotency import Idempotency
+from voxproof.batch.intake import JobFileIntake, JobFileLimits
+from voxproof.batch.jobs import job_address
+from voxproof.batch.runner import JobRunner, is_permanent
+from voxproof.deadline import Deadline
+from voxproof.errors import Unavailable, VoxproofError
+from voxproof.handlers.common import lambda_runtime, logger, metrics, tracer
 from voxproof.runtime import Runtime
 from voxproof.service import Caller
 from voxproof.settings import Settings
@@ -97,8 +101,9 @@ class BatchRuntime:
         if settings.input_bucket and settings.jobs_queue_url:
             limits = JobFileLimits(settings.max_job_file_bytes, settings.max_job_file_lines,
                                    settings.max_text_chars_batch)
-            job_files = JobFileIntake(s3, JobQueue(runtime.aws("sqs"), settings.jobs_queue_url),
-                                      store, settings.input_bucket, limits, idempotency)
+            job_files = JobFileIntake(JobFileReader(s3, settings.input_bucket),
+                                      JobQueue(runtime.aws("sqs"), settings.jobs_queue_url),
+                                      store, limits, idempotency)
         return cls(runtime, idempotency, jobs, job_files)
 
 
@@ -179,11 +184,12 @@ def _take_job_files(event: dict[str, Any], runtime: BatchRuntime,
     if runtime.job_files is None:
         raise Unavailable("job files are not configured: VOXPROOF_INPUT_BUCKET and "
                           "VOXPROOF_JOBS_QUEUE_URL must be set")
-    taken = [_take_job_file(record, runtime.job_files, deadline) for record in event["Records"]]
+    taken = [_take_job_file(record, runtime.job_files, deadline)
+             for record in S3Event(event).records]
     return {"job_files": taken}
 
 
-def _take_job_file(record: dict[str, Any], intake: JobFileIntake,
+def _take_job_file(record: S3EventRecord, intake: JobFileIntake,
                    deadline: Deadline) -> dict[str, Any]:
     source = _job_file_source(record)
     try:
@@ -206,16 +212,17 @@ def _take_job_file(record: dict[str, Any], intake: JobFileIntake,
     return summary
 
 
-def _job_file_source(record: dict[str, Any]) -> JobFileSource:
+def _job_file_source(record: S3EventRecord) -> JobFileSource:
     if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
         raise JobFileRefused("only ObjectCreated events of job files are taken")
-    s3 = record.get("s3") or {}
-    obj = s3.get("object") or {}
     try:
-        return JobFileSource(bucket=str(s3["bucket"]["name"]), key=unquote_plus(obj["key"]),
-                             version_id=obj.get("versionId") or None,
-                             etag=str(obj.get("eTag") or ""), size=obj.get("size"))
-    except (KeyError, TypeError):
+        obj = record.s3.get_object
+        # S3 sends the key URL-encoded ("a b+c" as "a+b%2Bc"); Powertools decodes it only for
+        # the first record (S3Event.object_key), so each record's key is decoded here.
+        return JobFileSource(bucket=str(record.s3.bucket.name), key=unquote_plus(obj.key),
+                             version_id=obj.version_id or None, etag=str(obj.etag),
+                             size=obj.size if "size" in obj else None)
+    except (KeyError, TypeError, AttributeError, ValueError):
         raise UnsupportedEvent("an S3 record without bucket name or object key") from None
 
 

@@ -17,18 +17,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from voxproof.aws_errors import S3Fault, aws_errors, s3_fault
 from voxproof.errors import AudioTooLarge, Forbidden, NotFound, Unavailable
 
 SPEECH_PREFIX: Final = "speech/"
 VERIFY_PREFIX: Final = "verify/"
-_MISSING: Final = frozenset({"404", "NoSuchKey", "NotFound", "403", "AccessDenied", "Forbidden"})
-
-
-def _boto_errors() -> tuple[type[Exception], ...]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return ClientError, BotoCoreError
-
 
 class _Bucket:
     """One bucket through one boto3 ``s3`` client."""
@@ -64,7 +57,7 @@ class OutputBucket(_Bucket):
             return self._client.generate_presigned_url(
                 "get_object", Params={"Bucket": self._bucket, "Key": key},
                 ExpiresIn=self.url_ttl_s)
-        except _boto_errors():
+        except aws_errors():
             raise Unavailable("the audio could not be stored in the output bucket; try again") \
                 from None
 
@@ -84,7 +77,6 @@ class InputBucket(_Bucket):
     def fetch(self, key: str, *, max_bytes: int) -> bytes:
         """The object's bytes; ``AudioTooLarge`` past ``max_bytes`` (checked before reading)."""
         self.check_key(key)
-        client_error, botocore_error = _boto_errors()
         try:
             head = self._client.head_object(Bucket=self._bucket, Key=key)
             if int(head["ContentLength"]) > max_bytes:
@@ -93,12 +85,10 @@ class InputBucket(_Bucket):
             body = self._client.get_object(Bucket=self._bucket, Key=key,
                                            Range=f"bytes=0-{max_bytes}")["Body"]
             data = body.read(max_bytes + 1)
-        except client_error as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _MISSING:
+        except aws_errors() as exc:
+            if s3_fault(exc) in (S3Fault.MISSING, S3Fault.DENIED):
                 raise NotFound("no object with this key under verify/ in the input bucket") \
                     from None
-            raise Unavailable("the input bucket could not be read; try again") from None
-        except botocore_error:
             raise Unavailable("the input bucket could not be read; try again") from None
         if len(data) > max_bytes:  # the object grew between the two requests
             raise AudioTooLarge(f"the object is larger than {max_bytes} bytes",

@@ -1,40 +1,32 @@
-"""voxproof.jobs: the job model, where results go, and running each job once (the real voice and
+"""voxproof.batch.runner: running each job once, and what a failure leaves (the real voice and
 mark; S3 and DynamoDB on moto's loopback server; provenance in SQLite)."""
 
 from __future__ import annotations
 
-import doctest
 import hashlib
 import json
 import uuid
 
 import pytest
-from conftest import LambdaContext, StaticKeys
-from voxproof import jobs
-from voxproof.deadline import Deadline
-from voxproof.errors import (
-    DeadlineTooShort,
-    FormatCharacter,
+from fakes import LambdaContext, StaticKeys
+from voxproof.batch.aws import ResultStore
+from voxproof.batch.exceptions import (
     JobConflict,
     JobInProgress,
     JobInvalid,
     JobNotStarted,
     JobTooLong,
+)
+from voxproof.batch.idempotency import Idempotency
+from voxproof.batch.jobs import Job, ResultKeys
+from voxproof.batch.runner import JobRunner, is_permanent, run_job
+from voxproof.deadline import Deadline
+from voxproof.errors import (
+    DeadlineTooShort,
+    FormatCharacter,
     KeyError_,
     TextTooLong,
     Unavailable,
-)
-from voxproof.idempotency import Idempotency
-from voxproof.jobs import (
-    Job,
-    JobRunner,
-    ResultKeys,
-    ResultStore,
-    is_permanent,
-    job_address,
-    job_fingerprint,
-    parse_job,
-    run_job,
 )
 from voxproof.keyring import KeyRing
 from voxproof.service import Caller, Service, UnknownVoice
@@ -48,90 +40,7 @@ CALLER = Caller("arn:aws:sqs:us-east-1:123456789012:jobs (sent by AIDA)", "batch
 SECRET = "The board meets on Tuesday to discuss the merger"
 
 
-# --- the job ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("body", [
-    {"job_id": "a", "text": "Hi."},
-    {"job_id": "Ep-1.final_2", "text": "Hi.", "voice": "en_US-joe-medium"},
-    {"job_id": "x" * 128, "text": "Hi.", "output_key": "podcasts/2024/week-1"},
-])
-def test_valid_jobs_parse(body):
-    job = parse_job(json.dumps(body))
-    assert job.model_dump(exclude_none=True) == body
-
-
-@pytest.mark.parametrize(("body", "field", "problem"), [
-    ({"job_id": "../x", "text": "Hi."}, "job_id", "value_error"),
-    ({"job_id": ".hidden", "text": "Hi."}, "job_id", "value_error"),
-    ({"job_id": "a/b", "text": "Hi."}, "job_id", "value_error"),
-    ({"job_id": "x" * 129, "text": "Hi."}, "job_id", "value_error"),
-    ({"job_id": 7, "text": "Hi."}, "job_id", "string_type"),
-    ({"job_id": "a"}, "text", "missing"),
-    ({"job_id": "a", "text": ["Hi."]}, "text", "string_type"),
-    ({"job_id": "a", "text": "Hi.", "voice": "../joe"}, "voice", "value_error"),
-    ({"job_id": "a", "text": "Hi.", "output_key": "/abs"}, "output_key", "value_error"),
-    ({"job_id": "a", "text": "Hi.", "output_key": "a/../b"}, "output_key", "value_error"),
-    ({"job_id": "a", "text": "Hi.", "output_key": "a//b"}, "output_key", "value_error"),
-    ({"job_id": "a", "text": "Hi.", "output_key": "a/"}, "output_key", "value_error"),
-    ({"job_id": "a", "text": "Hi.", "output_key": "a/.git"}, "output_key", "value_error"),
-    ({"job_id": "a", "text": "Hi.", "output_key": "reports/x"}, "output_key", "value_error"),
-    ({"job_id": "a", "text": "Hi.", "output_key": "a" * 257}, "output_key", "value_error"),
-    ({"job_id": "a", "text": "Hi.", "priority": 1}, "priority", "extra_forbidden"),
-])
-def test_invalid_jobs_name_the_field_and_problem(body, field, problem):
-    with pytest.raises(JobInvalid) as caught:
-        parse_job(json.dumps(body))
-    err = caught.value
-    assert err.code == "invalid_job" and err.status == 400
-    assert err.details["errors"][0] == {"field": field, "problem": problem}
-    assert err.message.startswith(f"{field}: ")
-
-
-@pytest.mark.parametrize(("body", "message"), [
-    ("{not json", "the job is not valid JSON"),
-    ("", "the job is not valid JSON"),
-    ('["a", "b"]', "a job is a JSON object: {job_id, text, voice?, output_key?}"),
-    ('"just text"', "a job is a JSON object: {job_id, text, voice?, output_key?}"),
-])
-def test_bodies_that_are_not_job_objects(body, message):
-    with pytest.raises(JobInvalid, match=message.replace("?", r"\?").replace("{", r"\{")):
-        parse_job(body)
-
-
-def test_errors_never_echo_values_and_cut_long_field_names():
-    with pytest.raises(JobInvalid) as caught:
-        parse_job(json.dumps({"job_id": SECRET, "text": SECRET, "voice": SECRET}))
-    assert "Tuesday" not in json.dumps(caught.value.to_dict())
-    with pytest.raises(JobInvalid) as caught:
-        parse_job(json.dumps({"job_id": "a", "text": "x", SECRET: 1}))
-    public = json.dumps(caught.value.to_dict())
-    assert "merger" not in public and "The board meets on Tuesday to di..." in public
-
-
-def test_job_address_is_read_from_otherwise_invalid_jobs():
-    assert job_address('{"job_id": "a", "text": 5, "output_key": "f/g"}') == ("a", "f/g")
-    assert job_address('{"job_id": "a", "output_key": "../x"}') == ("a", None)
-    assert job_address('{"job_id": "../a"}') is None
-    assert job_address("nope") is None
-
-
-def test_result_layout():
-    assert ResultKeys.for_job("j1") == ResultKeys(
-        "batch/j1.wav", "batch/j1.json", "batch/j1.error.json")
-    assert ResultKeys.for_job("j1", "a/b").result == "batch/a/b/j1.json"
-
-
-def test_fingerprint_is_keyed_and_changes_with_every_field():
-    job = Job(job_id="a", text=SECRET)
-    same = job_fingerprint(KEY_A, Job(job_id="other-id", text=SECRET))
-    assert job_fingerprint(KEY_A, job) == same  # the id is the key, not part of the content
-    others = {job_fingerprint(KEY_B, job),
-              job_fingerprint(KEY_A, Job(job_id="a", text=SECRET + ".")),
-              job_fingerprint(KEY_A, Job(job_id="a", text=SECRET, voice="v")),
-              job_fingerprint(KEY_A, Job(job_id="a", text=SECRET, output_key="f"))}
-    assert len(others) == 4 and same not in others
-    assert same != hashlib.sha256(SECRET.encode()).hexdigest()
+# --- what is retried -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("err", "permanent"), [
@@ -143,10 +52,6 @@ def test_fingerprint_is_keyed_and_changes_with_every_field():
 ])
 def test_only_the_jobs_own_faults_are_permanent(err, permanent):
     assert is_permanent(err) is permanent
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(jobs).failed == 0
 
 
 # --- running -------------------------------------------------------------------------------------

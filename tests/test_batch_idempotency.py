@@ -1,4 +1,4 @@
-"""voxproof.idempotency: Powertools' idempotency on DynamoDB (moto's loopback server)."""
+"""voxproof.batch.idempotency: Powertools' idempotency on DynamoDB (moto's loopback server)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import time
 
 import boto3
 import pytest
-from conftest import LambdaContext, free_port
-from voxproof.errors import JobInProgress, Unavailable
-from voxproof.idempotency import ClaimMismatch, Idempotency
+from fakes import LambdaContext, free_port
+from voxproof.batch.exceptions import JobInProgress
+from voxproof.batch.idempotency import ClaimMismatch, Idempotency
+from voxproof.errors import Unavailable
 
 
 def make(table: tuple, expires_after_s: int = 3600, remaining_ms: int = 120_000) -> Idempotency:

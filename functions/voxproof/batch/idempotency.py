@@ -15,8 +15,9 @@ Powertools' own exceptions stop here: callers see ``ClaimMismatch``, ``JobInProg
 invocation holds the id right now; retry later) or ``Unavailable`` (the table).
 
 Example:
-    >>> once = Idempotency("voxproof-idempotency", dynamodb_client)      # doctest: +SKIP
-    >>> run = once.once(do_it, prefix="voxproof-job", key="job_id")      # doctest: +SKIP
+    >>> table = Idempotency("voxproof-idempotency", dynamodb_client,
+    ...                     expires_after_s=3600)                       # doctest: +SKIP
+    >>> run = table.once(do_it, prefix="voxproof-job", key="job_id")    # doctest: +SKIP
     >>> run(claim={"job_id": "a"}, more="args")                         # doctest: +SKIP
 """
 
@@ -25,7 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from voxproof.errors import JobInProgress, Unavailable
+from voxproof.batch.exceptions import JobInProgress
+from voxproof.errors import Unavailable
 
 
 class ClaimMismatch(Exception):
@@ -65,6 +67,7 @@ class Idempotency:
         key, validate:
             JMESPath expressions into ``claim``: the id, and the field that must match.
         """
+        # Powertools' idempotency imports boto3: loaded when a function is made, not on import.
         from aws_lambda_powertools.utilities.idempotency import (
             DynamoDBPersistenceLayer,
             IdempotencyConfig,
