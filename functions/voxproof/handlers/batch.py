@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
-from aws_lambda_powertools.utilities.data_classes import S3Event, S3EventRecord
+from aws_lambda_powertools.utilities.data_classes.s3_event import S3Event, S3EventRecord
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from voxproof.batch.aws import (
