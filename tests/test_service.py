@@ -15,9 +15,13 @@ from voxproof.errors import DeadlineExceeded, DeadlineTooShort, ForbiddenCharact
 from voxproof.keyring import FileKeySource, KeyRing
 from voxproof.provenance import DynamoRegistry, ProvenanceRecord, SQLiteRegistry, text_hash
 from voxproof.service import Caller, Service, UnknownVoice
-from voxproof.voice import Voice
+from voxproof.voice import CostModel, Voice
 from voxproof.watermark import WatermarkKey
 from watch import ManualClock, WatchedEngine
+
+#: The estimate these tests budget with, so the hand-moved clock alone decides (the voice's
+#: calibrated cost follows the machine's load).
+HAND_CLOCK_COST = CostModel(per_call_s=0.5, per_id_s=0.001, safety=1.0)
 
 TEXT = "The provenance of this sentence is on record."
 CALLER = Caller("test:alice", "cli", request_id="req-1")
@@ -81,7 +85,7 @@ def test_time_running_out_before_the_mark_keeps_nothing(default_voice, registry)
     # synthesis estimate but the last call ends with less than the mark-and-record margin.
     clock = ManualClock()
     engine = WatchedEngine(default_voice.engine, clock=clock, cost=lambda n: 5.0)
-    voice = Voice(engine, default_voice.phonemizer, default_voice.cost)
+    voice = Voice(engine, default_voice.phonemizer, HAND_CLOCK_COST)
     svc = Service(voice, StaticKeys(KeyRing(KEY_A)), registry, max_chars=500)
     with pytest.raises(DeadlineExceeded, match="before the audio could be marked"):
         svc.speak(TEXT, CALLER, Deadline.after(5.2, clock=clock))

@@ -416,7 +416,7 @@ _NOT_AN_OBJECT: Final = frozenset({"model_type", "model_attributes_type", "dict_
 
 def from_validation_errors(errors: Any, error: type[VoxproofError] = RequestInvalid, *,
                            what: str = "the request", prefix: str = "",
-                           shape: str | None = None,
+                           shape: str | None = None, unknown: str = "unknown field",
                            not_json: type[VoxproofError] | None = None) -> VoxproofError:
     """pydantic's errors (a ``ValidationError`` or its ``errors()`` list, e.g. Powertools') as one
     ``error``: one short sentence on the first problem, naming its field, never its input.
@@ -433,6 +433,8 @@ def from_validation_errors(errors: Any, error: type[VoxproofError] = RequestInva
     shape:
         The sentence when the value is not an object at all (default: ``<what> must be a JSON
         object``).
+    unknown:
+        The problem said of a field the model does not have (default ``unknown field``).
     not_json:
         The type for text that is not JSON (default ``error``), e.g. ``MalformedRequest``.
 
@@ -459,8 +461,8 @@ def from_validation_errors(errors: Any, error: type[VoxproofError] = RequestInva
     problems = [{"field": _field(e.get("loc", ())), "problem": str(e.get("type"))}
                 for e in found[:PROBLEMS_LISTED]]
     field = problems[0]["field"] or None
-    return error(prefix + _sentence(first, kind, field, shape or f"{what} must be a JSON object"),
-                 field=field, problem=kind, errors=problems)
+    sentence = _sentence(first, kind, field, shape or f"{what} must be a JSON object", unknown)
+    return error(prefix + sentence, field=field, problem=kind, errors=problems)
 
 
 def _field(loc: Iterable[Any]) -> str:
@@ -468,13 +470,14 @@ def _field(loc: Iterable[Any]) -> str:
     return ".".join(p if len(p) <= FIELD_SHOWN else p[:FIELD_SHOWN] + "..." for p in parts)
 
 
-def _sentence(error: Mapping[str, Any], kind: str, field: str | None, shape: str) -> str:
+def _sentence(error: Mapping[str, Any], kind: str, field: str | None, shape: str,
+              unknown: str) -> str:
     if kind in _NOT_AN_OBJECT and not field:
         return shape
     if kind == "missing":
         problem = "required"
     elif kind == "extra_forbidden":
-        problem = "unknown field"
+        problem = unknown
     elif kind == "string_type":
         problem = "must be a string"
     elif kind == "value_error" and (error.get("ctx") or {}).get("error") is not None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from voxproof.batch.exceptions import DuplicateJobId, JobFileTooLarge, JobInvalid
-from voxproof.errors import TextError
+from voxproof.errors import TextError, from_validation_errors
 from voxproof.text import prepare
 
 if TYPE_CHECKING:  # a type only: the watermark stack is not imported for it
@@ -52,8 +52,6 @@ _VOICE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _OUTPUT_KEY_MAX: Final = 256
 _FINGERPRINT_LABEL: Final = b"voxproof/v1/job-fingerprint"
-_MAX_REPORTED_ERRORS: Final = 5
-_FIELD_SHOWN: Final = 32  # a mistyped field name is shown this far at most (it may be text)
 _MAX_S3_KEY_BYTES: Final = 1024
 _BOM: Final = b"\xef\xbb\xbf"
 
@@ -146,31 +144,10 @@ def job_address(body: str | bytes) -> tuple[str, str | None] | None:
 
 
 def _invalid(exc: ValidationError) -> JobInvalid:
-    errors = exc.errors(include_url=False, include_input=False)
-    problems = [{"field": _field(e["loc"]), "problem": e["type"]} for e in errors]
-    return JobInvalid(_describe(errors[0]), errors=problems[:_MAX_REPORTED_ERRORS])
-
-
-def _field(loc: tuple[Any, ...]) -> str:
-    name = ".".join(str(part) for part in loc)
-    return name if len(name) <= _FIELD_SHOWN else name[:_FIELD_SHOWN] + "..."
-
-
-def _describe(error: Any) -> str:
-    kind, field = error["type"], _field(error["loc"])
-    if kind == "json_invalid":
-        return "the job is not valid JSON"
-    if kind in ("model_type", "model_attributes_type", "dict_type") or not field:
-        return "a job is a JSON object: {job_id, text, voice?, output_key?}"
-    if kind == "missing":
-        return f"{field}: required"
-    if kind == "extra_forbidden":
-        return f"{field}: not a job field (job_id, text, voice, output_key)"
-    if kind == "string_type":
-        return f"{field}: must be a string"
-    if kind == "value_error":
-        return f"{field}: {error['ctx']['error']}"
-    return f"{field}: {error['msg']}"
+    return from_validation_errors(  # type: ignore[return-value]
+        exc, JobInvalid, what="the job",
+        shape="a job is a JSON object: {job_id, text, voice?, output_key?}",
+        unknown="not a job field (job_id, text, voice, output_key)")
 
 
 def job_fingerprint(key: WatermarkKey, job: Job) -> str:
