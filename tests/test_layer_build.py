@@ -256,7 +256,7 @@ def test_check_failure_is_reported(monkeypatch, default_layer, tmp_path, capsys)
 def test_cli_verify_prints_digest_and_count(default_layer, capsys):
     assert main(["layer", "verify", str(default_layer.root)]) == 0
     out = capsys.readouterr().out
-    assert pins.DEFAULT_MANIFEST_SHA256 in out and "4 files" in out
+    assert pins.DEFAULT_MANIFEST_SHA256 in out and "5 files" in out
 
 
 def test_cli_verify_exits_2_with_the_specific_error(tiny_layer, capsys):

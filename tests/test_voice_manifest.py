@@ -42,8 +42,25 @@ def test_committed_manifest_pins_the_wheel_and_the_voice_settings():
     assert (s.frontend.espeak_voice, s.frontend.phoneme_type) == ("en-us", "espeak")
     assert {(lic.spdx, lic.subject) for lic in m.licences} >= {("CC0-1.0", "voice dataset (joe)")}
     assert "lessac" in m.licence_notes
-    assert {f.path for f in m.files} == {"MODEL_CARD", "config.json", "model.pth",
+    assert {f.path for f in m.files} == {"MODEL_CARD", "config.json", "model.onnx", "model.pth",
                                          "phoneme_id_map.json"}
+    onnx = m.engine.onnx
+    assert onnx is not None and onnx.file == "model.onnx" and onnx.opset == 18
+    assert (onnx.torch_version, onnx.coqui_tts_version) == (
+        m.engine.torch_version, m.engine.coqui_tts_version)
+    assert [(n.name, n.columns) for n in onnx.noise_inputs] == [("noise_dp", 2), ("noise_z", 192)]
+    assert onnx.export_sha256 != m.file("model.onnx").sha256  # the edit is recorded, not hidden
+
+
+def test_the_onnx_section_is_optional_and_its_file_must_be_listed():
+    data = json.loads(COMMITTED.read_bytes())
+    del data["engine"]["onnx"]
+    without = Manifest.from_json(json.dumps(data))
+    assert without.engine.onnx is None and '"onnx"' not in without.to_json()
+    data = json.loads(COMMITTED.read_bytes())
+    data["files"] = [f for f in data["files"] if f["path"] != "model.onnx"]
+    with pytest.raises(ManifestInvalid, match="model.onnx"):
+        Manifest.from_json(json.dumps(data))
 
 
 def test_canonical_form_is_sorted_ascii_with_trailing_newline():
@@ -115,4 +132,4 @@ def test_every_field_is_documented():
                 walk(sub)
 
     walk(Manifest)
-    assert len(seen) == 10  # Manifest and every nested model, sources' union included
+    assert len(seen) == 12  # Manifest and every nested model, sources' union and engine.onnx included

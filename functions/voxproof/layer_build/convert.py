@@ -41,7 +41,9 @@ from voxproof.errors import (
     SourceDigestMismatch,
     SourceUnavailable,
 )
+from voxproof.layer_build import onnx_export
 from voxproof.voice import pins
+from voxproof.voice.engine import load_engine
 from voxproof.voice.layer import VerifiedLayer, check_relative_path, file_sha256, verify_layer
 from voxproof.voice.manifest import (
     MANIFEST_NAME,
@@ -52,11 +54,14 @@ from voxproof.voice.manifest import (
     Licence,
     Manifest,
     ModelInfo,
+    OnnxExport,
     PypiSource,
     TextFrontend,
     read_manifest,
     write_manifest,
 )
+from voxproof.voice.onnx_engine import load_onnx_engine
+from voxproof.voice.phonemize import Phonemizer
 
 CONFIG_FILE: Final = "config.json"
 CHECKPOINT_FILE: Final = "model.pth"
@@ -149,7 +154,12 @@ def build_layer(
 
 
 def build_into(folder: Path, *, cache_dir: Path, wheel: Path | None = None) -> Manifest:
-    """Write all layer files and the manifest into the empty ``folder``."""
+    """Write all layer files and the manifest into the empty ``folder``.
+
+    The checkpoint is written first and loaded back as the runtime's torch engine loads it;
+    Coqui's exporter then makes the fast engine's graph from that model (``onnx_export``),
+    and the build fails unless both engines give the same audio within tolerance.
+    """
     wheel_path = locate_wheel(wheel, cache_dir)
     check_source(wheel_path)
     voice = read_voice(wheel_path)
@@ -159,15 +169,33 @@ def build_into(folder: Path, *, cache_dir: Path, wheel: Path | None = None) -> M
         PHONEME_MAP_FILE: phoneme_map_bytes(voice.config),
         MODEL_CARD_FILE: voice.model_card,
     }
+    torch_layer = _write_layer(folder, files, default_manifest(voice.config, []))
+    torch_engine = load_engine(torch_layer, threads=1)
+    exported = onnx_export.export(torch_engine._model)
+    files[onnx_export.ONNX_FILE] = exported.data
+    manifest = default_manifest(voice.config, [], onnx=exported.entry)
+    layer = _write_layer(folder, files, manifest)
+    phonemizer = Phonemizer(layer.phoneme_id_map(),
+                            voice=manifest.engine.settings.frontend.espeak_voice)
+    onnx_export.check_equivalence(
+        torch_engine, load_onnx_engine(layer, threads=1),
+        [phonemizer.to_ids(text).sentences[0] for text in onnx_export.CHECK_TEXTS],
+    )
+    return layer.manifest
+
+
+def _write_layer(folder: Path, files: dict[str, bytes], manifest: Manifest) -> VerifiedLayer:
+    """Write ``files`` and ``manifest`` (its file list filled in) and verify the folder."""
     entries = []
     for name in sorted(files):
         (folder / name).write_bytes(files[name])
         entries.append(LayerFile(
             path=name, size=len(files[name]), sha256=hashlib.sha256(files[name]).hexdigest()
         ))
-    manifest = default_manifest(voice.config, entries)
+    manifest = manifest.model_copy(update={"files": entries})
+    manifest = Manifest.model_validate_json(manifest.model_dump_json())  # validate it all
     write_manifest(folder / MANIFEST_NAME, manifest)
-    return manifest
+    return verify_layer(folder, manifest_sha256=manifest.sha256())
 
 
 def check_layer(layer_dir: Path, *, cache_dir: Path, wheel: Path | None = None) -> Manifest:
@@ -398,10 +426,12 @@ def phoneme_map_bytes(voice: dict[str, Any]) -> bytes:
 # --- manifest -------------------------------------------------------------------------------------
 
 
-def default_manifest(voice: dict[str, Any], files: list[LayerFile]) -> Manifest:
-    """The manifest of the default layer, built from Piper's voice JSON and the file list."""
+def default_manifest(voice: dict[str, Any], files: list[LayerFile], *,
+                     onnx: OnnxExport | None = None) -> Manifest:
+    """The manifest of the default layer, built from Piper's voice JSON and the file list
+    (``model_construct``: the file list is filled in and validated by the caller)."""
     scales = voice["inference"]
-    return Manifest(
+    return Manifest.model_construct(
         schema_version=1,
         model=ModelInfo(
             name=f"{voice['language']['code']}-{voice['dataset']}-{voice['audio']['quality']}",
@@ -428,6 +458,7 @@ def default_manifest(voice: dict[str, Any], files: list[LayerFile]) -> Manifest:
                     noise_scale_dp=float(scales["noise_w"]),
                 ),
             ),
+            onnx=onnx,
         ),
         licences=[
             Licence(subject="voice dataset (joe)", spdx="CC0-1.0", stated_in=MODEL_CARD_FILE),

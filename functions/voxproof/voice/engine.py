@@ -28,18 +28,12 @@ from typing import Any, Final
 
 import numpy as np
 
-from voxproof.errors import (
-    CheckpointInvalid,
-    EngineMismatch,
-    InvalidPhonemeIds,
-    InvalidScales,
-    UnsafeCheckpoint,
-)
+from voxproof.errors import CheckpointInvalid, EngineMismatch, UnsafeCheckpoint
+from voxproof.voice.inputs import MAX_IDS, check_ids, resolve_scales
 from voxproof.voice.layer import VerifiedLayer
 from voxproof.voice.manifest import InferenceScales, Manifest
 
-MAX_IDS: Final = 4_000
-"""Most phoneme ids one ``infer`` call takes (a long clause is a few hundred)."""
+__all__ = ["MAX_IDS", "VitsEngine", "load_engine", "load_weights", "scan_checkpoint"]
 MAX_PICKLE_BYTES: Final = 16 << 20
 """Largest checkpoint pickle scanned (ours is about 80 kB; tensors live outside it)."""
 
@@ -68,7 +62,7 @@ _UNSAFE_OPCODES: Final = frozenset({
 
 
 class VitsEngine:
-    """A loaded Coqui ``Vits`` voice: phoneme ids in, float32 mono audio out.
+    """The torch engine (the reference): a loaded Coqui ``Vits`` voice: phoneme ids in, float32 mono audio out.
 
     Not for concurrent use from several threads at once (calls are serialised by a lock);
     one engine per process, as in a Lambda instance.
@@ -82,6 +76,9 @@ class VitsEngine:
         """Torch intra-op threads in use."""
         self.load_seconds = load_seconds
         """Wall time ``load_engine`` took (config, scan, model build, weights)."""
+
+    name = "torch"
+    """The engine's name (``Settings.engine``)."""
 
     @property
     def sample_rate(self) -> int:
@@ -151,28 +148,10 @@ class VitsEngine:
     def _ids_tensor(self, ids: Sequence[int]):
         import torch
 
-        try:
-            array = np.asarray(ids)
-        except (TypeError, ValueError):
-            raise InvalidPhonemeIds("phoneme ids must be a flat sequence of integers") from None
-        if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "iu":
-            raise InvalidPhonemeIds("phoneme ids must be a non-empty flat sequence of integers")
-        if array.size > MAX_IDS:
-            raise InvalidPhonemeIds(f"{array.size} phoneme ids; one call takes at most {MAX_IDS}")
-        if array.min() < 0 or array.max() >= self.num_symbols:
-            raise InvalidPhonemeIds(f"phoneme ids must lie in [0, {self.num_symbols})")
-        return torch.from_numpy(array.astype(np.int64)).unsqueeze(0)
+        return torch.from_numpy(check_ids(ids, self.num_symbols)).unsqueeze(0)
 
     def _scales(self, noise: float | None, length: float | None, noise_dp: float | None):
-        d = self.defaults
-        try:
-            return InferenceScales(
-                noise_scale=float(d.noise_scale if noise is None else noise),
-                length_scale=float(d.length_scale if length is None else length),
-                noise_scale_dp=float(d.noise_scale_dp if noise_dp is None else noise_dp),
-            )
-        except ValueError:
-            raise InvalidScales("inference scales are out of range") from None
+        return resolve_scales(self.defaults, noise, length, noise_dp)
 
 
 def load_engine(layer: VerifiedLayer, *, threads: int = 0) -> VitsEngine:

