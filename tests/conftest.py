@@ -54,7 +54,17 @@ def voice_wheel(default_layer) -> Path:
 
 @pytest.fixture(scope="session")
 def default_engine(default_layer):
-    """The default voice loaded once for the session (2 torch threads)."""
+    """The default voice on the default engine (ONNX, onnxruntime), loaded once (2 threads)."""
+    from voxproof.settings import Settings
+    from voxproof.voice.onnx_engine import load_onnx_engine
+
+    assert Settings().engine == "onnx"
+    return load_onnx_engine(default_layer, threads=2)
+
+
+@pytest.fixture(scope="session")
+def torch_engine(default_layer):
+    """The default voice on the reference engine (Coqui's ``Vits`` on torch), 2 threads."""
     from voxproof.voice.engine import load_engine
 
     return load_engine(default_layer, threads=2)

@@ -135,10 +135,10 @@ def test_phoneme_map_must_be_one_symbol_one_id():
             convert._symbols_by_id({**base, "phoneme_id_map": broken})
 
 
-def test_coqui_tokenizer_agrees_with_piper_ids(default_engine, default_layer):
+def test_coqui_tokenizer_agrees_with_piper_ids(torch_engine, default_layer):
     id_map = default_layer.phoneme_id_map()
     assert id_map == json.loads(default_layer.phoneme_id_map_path.read_text())
-    characters = default_engine._model.tokenizer.characters
+    characters = torch_engine._model.tokenizer.characters
     assert characters.num_chars == 256
     assert all(characters.char_to_id(s) == ids[0] for s, ids in id_map.items())
 

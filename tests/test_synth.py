@@ -27,13 +27,15 @@ SECRET = "The colt reared and threw the tall rider."
 
 @pytest.fixture
 def tiny_cli(tiny_layer, tmp_path, monkeypatch):
-    """The CLI configured (through its environment) for the tiny layer; returns a runner."""
+    """The CLI configured (through its environment) for the tiny layer (torch engine: the tiny
+    layer has no ONNX export); returns a runner."""
     folder, pin = tiny_layer
     monkeypatch.setenv("VOXPROOF_MODEL_DIR", str(folder))
     monkeypatch.setenv("VOXPROOF_MODEL_MANIFEST_SHA256", pin)
     monkeypatch.setenv("VOXPROOF_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("VOXPROOF_MAX_TEXT_CHARS_SYNC", "200")
     monkeypatch.setenv("VOXPROOF_TORCH_THREADS", "1")
+    monkeypatch.setenv("VOXPROOF_ENGINE", "torch")
     get_settings.cache_clear()
     yield pin
     get_settings.cache_clear()
@@ -155,3 +157,15 @@ def test_the_real_command_speaks_intelligibly(default_layer, tmp_path):
     assert report["found"] and report["record_id"] == record_id
     assert report["verdict"] == "recorded" and report["record"]["entry_point"] == "cli"
     assert text not in checked.stdout + done.stdout
+
+
+def test_synth_engine_flag_overrides_the_setting(tiny_cli, tmp_path, capsys, monkeypatch):
+    """``--engine onnx`` on a layer without an export is refused naming the torch engine;
+    ``--engine torch`` speaks it."""
+    monkeypatch.setenv("VOXPROOF_ENGINE", "onnx")
+    get_settings.cache_clear()
+    code, _, err = run(["synth", "A bad cafe.", "-o", str(tmp_path / "a.wav")], capsys)
+    assert code == 2 and "[engine_mismatch]" in err and "VOXPROOF_ENGINE=torch" in err
+    code, _, _ = run(["synth", "A bad cafe.", "-o", str(tmp_path / "b.wav"), "--engine", "torch"],
+                     capsys)
+    assert code == 0 and (tmp_path / "b.wav").is_file()

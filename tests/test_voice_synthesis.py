@@ -269,7 +269,7 @@ def test_a_cost_model_must_be_positive_and_finite(values):
 
 def test_load_voice_verifies_loads_and_calibrates_a_layer(tiny_layer, tmp_path):
     folder, pin = tiny_layer
-    voice = load_voice(Settings(model_dir=folder, model_manifest_sha256=pin,
+    voice = load_voice(Settings(model_dir=folder, model_manifest_sha256=pin, engine="torch",
                                 state_dir=tmp_path / "state", torch_threads=1))
     assert voice.name == "tiny-test" and voice.sample_rate == 16_000
     assert voice.cost.per_id_s > 0

@@ -213,6 +213,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         help=f"time budget for the synthesis once the voice is loaded (default "
              f"{DEFAULT_DEADLINE_S:g}); too little is refused before any work",
     )
+    synth.add_argument(
+        "--engine", choices=("onnx", "torch"),
+        help="the engine that speaks (default: VOXPROOF_ENGINE, else onnx; torch is the reference)")
     synth.set_defaults(func=_cmd_synth)
 
 
@@ -220,6 +223,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from voxproof.synth import read_text_file, synth_to_wav
 
     settings = get_settings()
+    if args.engine is not None:
+        settings = settings.model_copy(update={"engine": args.engine})
     if (args.text is None) == (args.text_file is None):
         raise RequestError("give the text either as an argument or with --text-file")
     text = args.text if args.text_file is None else read_text_file(

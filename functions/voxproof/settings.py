@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,8 +65,14 @@ class Settings(BaseSettings):
     max_text_chars_batch: int = 20_000
     """Longest text one batch job may carry."""
 
+    engine: Literal["onnx", "torch"] = "onnx"
+    """The engine that speaks: ``onnx`` (the default: Coqui's ONNX export of the layer's
+    checkpoint on onnxruntime; torch is never imported) or ``torch`` (Coqui's own ``Vits``,
+    the reference). Both give the same audio within the tolerance in docs/voice.md."""
+
     torch_threads: int = 0
-    """Threads for torch inference; 0 means one per available core."""
+    """Inference threads of either engine (the name predates the ONNX engine); 0 means one per
+    available core."""
 
     # --- AWS (set by template.yaml; unset locally, where SQLite and key files are used) -----
     records_table: str | None = None

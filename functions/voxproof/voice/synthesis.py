@@ -33,8 +33,8 @@ import numpy as np
 from voxproof.deadline import Clock, Deadline
 from voxproof.errors import DeadlineExceeded, DeadlineTooShort, TextEmpty
 from voxproof.text import Removal, prepare
-from voxproof.voice.engine import MAX_IDS, load_engine
-from voxproof.voice.layer import verify_layer
+from voxproof.voice.inputs import MAX_IDS
+from voxproof.voice.layer import VerifiedLayer, verify_layer
 from voxproof.voice.phonemize import EOS, PAD, Phonemizer
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ __all__ = [
     "Speech",
     "Voice",
     "calibrate",
+    "load_engine",
     "load_voice",
 ]
 
@@ -77,7 +78,8 @@ _SENTENCE_ENDS: Final = (".", "?", "!")
 
 
 class Engine(Protocol):
-    """What the voice needs from an engine (``voxproof.voice.engine.VitsEngine``)."""
+    """What the voice needs from an engine (``voxproof.voice.onnx_engine.OnnxEngine``, the
+    default, or ``voxproof.voice.engine.VitsEngine``, the torch reference)."""
 
     @property
     def sample_rate(self) -> int: ...
@@ -289,17 +291,32 @@ def calibrate(engine: Engine, phonemizer: Phonemizer, *,
 
 
 def load_voice(settings: Settings) -> Voice:
-    """Verify the model layer, load it and calibrate: a ready voice.
+    """Verify the model layer, load it with ``settings.engine`` and calibrate: a ready voice.
 
     Uses ``settings.model_dir`` pinned to ``settings.model_manifest_sha256``; a layer that does
     not match is refused with its ``LayerError``, and one that is not built yet (only its
     manifest) names the command that builds it (``voxproof layer build``). Nothing is built here.
     """
     layer = verify_layer(settings.model_dir, manifest_sha256=settings.model_manifest_sha256)
-    engine = load_engine(layer, threads=settings.torch_threads)
+    engine = load_engine(layer, engine=settings.engine, threads=settings.torch_threads)
     frontend = layer.manifest.engine.settings.frontend
     phonemizer = Phonemizer(layer.phoneme_id_map(), voice=frontend.espeak_voice)
     return Voice(engine, phonemizer, calibrate(engine, phonemizer))
+
+
+def load_engine(layer: VerifiedLayer, *, engine: str, threads: int) -> Engine:
+    """The named engine on ``layer``; only that engine's libraries are imported.
+
+    ``onnx`` runs the layer's ONNX export on onnxruntime (never importing torch or TTS);
+    ``torch`` runs Coqui's ``Vits`` (the reference).
+    """
+    if engine == "torch":
+        from voxproof.voice.engine import load_engine as load_torch_engine
+
+        return load_torch_engine(layer, threads=threads)
+    from voxproof.voice.onnx_engine import load_onnx_engine
+
+    return load_onnx_engine(layer, threads=threads)
 
 
 # --- helpers ------------------------------------------------------------------------------------
