@@ -4,7 +4,7 @@ Both engines speak the committed sentences (tests/data/intelligibility_sentences
 raw text, each through its own frontend, at the voice's default scales (noise 0.667, length
 1.0, duration noise 0.8): voxproof through ``Voice.synthesize`` (its whole pipeline), Piper
 through ``PiperVoice.synthesize`` (piper-tts 1.8's defaults: per-sentence peak normalization,
-no added silence). Both are seeded (torch per sentence; onnxruntime before Piper's session is
+no added silence). Both are seeded (voxproof per sentence, on its default engine; onnxruntime before Piper's session is
 made, in the ``piper_voice`` fixture) so a run is reproducible on one machine; the two engines cannot share noise, so the comparison is between
 two samples of the same model. Each engine's audio goes through its own pocketsphinx decoder
 (default en-US model, 16 kHz after ``resample_poly``); WER as defined in ``asr.py``.
