@@ -180,10 +180,12 @@ PIPER_SEED = 2024
 
 @pytest.fixture(scope="session")
 def default_voice(default_engine, phonemizer):
-    """The default voice as ``load_voice`` builds it, on the session's engine, calibrated once."""
-    from voxproof.voice.synthesis import Voice, calibrate
+    """The default voice as ``load_voice`` builds it, on the session's engine (its cost: the
+    engine's prior, refined by the session's own calls)."""
+    from voxproof.voice.synthesis import AdaptiveCost, Voice
 
-    return Voice(default_engine, phonemizer, calibrate(default_engine, phonemizer))
+    return Voice(default_engine, phonemizer,
+                 AdaptiveCost.for_engine(default_engine.name, default_engine.threads))
 
 
 @pytest.fixture(scope="session")

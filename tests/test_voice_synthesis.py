@@ -25,6 +25,8 @@ from voxproof.settings import Settings
 from voxproof.text import prepare
 from voxproof.voice import CostModel, Voice, load_voice
 from voxproof.voice.synthesis import (
+    PRIORS,
+    AdaptiveCost,
     CALIBRATION_TEXTS,
     CLAUSE_PAUSE_S,
     PEAK_TARGET,
@@ -283,3 +285,50 @@ def test_load_voice_refuses_a_layer_that_is_not_the_pinned_one(tiny_layer, tmp_p
     with pytest.raises(ManifestDigestMismatch):
         load_voice(Settings(model_dir=folder, model_manifest_sha256="0" * 64,
                             state_dir=tmp_path / "state"))
+
+
+# --- the cost model: a prior refined by the requests ---------------------------------------------
+
+
+def test_load_voice_makes_no_synthesis_and_starts_from_the_engine_prior(tiny_layer, tmp_path,
+                                                                          monkeypatch):
+    import voxproof.voice.synthesis as synthesis
+
+    monkeypatch.setattr(synthesis, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
+    folder, pin = tiny_layer
+    voice = load_voice(Settings(model_dir=folder, model_manifest_sha256=pin, engine="torch",
+                                state_dir=tmp_path / "state", torch_threads=1))
+    assert isinstance(voice.cost, AdaptiveCost)
+    assert (voice.cost.per_call_s, voice.cost.per_id_s) == PRIORS["torch", 1]
+
+
+def test_the_prior_only_rises_on_thin_evidence_then_follows_the_calls():
+    cost = AdaptiveCost(CostModel(per_call_s=0.05, per_id_s=0.004))
+    prior = cost.estimate(100)
+    cost.observe(100, 0.01)  # one fast call proves nothing
+    assert cost.estimate(100) == prior
+    cost.observe(100, 0.9)  # one slow call (x2) raises it at once
+    assert cost.estimate(100) == pytest.approx(2 * prior)
+    for _ in range(40):  # many fast calls: it follows them, never below a quarter of the prior
+        cost.observe(100, 0.01)
+    assert cost.estimate(100) == pytest.approx(0.25 * prior)
+    for _ in range(40):
+        cost.observe(100, 0.45 * 0.5)  # half the prior's raw cost
+    assert cost.estimate(100) == pytest.approx(0.5 * prior)
+    cost.observe(100, float("nan"))
+    assert cost.estimate(100) == pytest.approx(0.5 * prior)
+
+
+def test_a_request_is_judged_by_one_snapshot_and_teaches_the_next(default_voice):
+    """The deadline contract holds with the learning model: the first request's refusal and
+    stop are decided by the snapshot taken before it; what it observed judges the next one."""
+    cost = AdaptiveCost(CostModel(per_call_s=0.1, per_id_s=1e-9, safety=1.0))
+    voice, engine, clock = clocked(default_voice, cost, lambda n: 0.3)  # 3x the prior
+    with pytest.raises(DeadlineExceeded):  # fits 3 x 0.1 up front; stops at the 3x pace
+        voice.synthesize(THREE, deadline=Deadline.after(0.65, clock=clock), max_chars=1000)
+    assert len(engine.calls) == 2
+    assert cost.estimate(10) == pytest.approx(0.3, rel=1e-3)  # it learned the slow pace
+    calls = len(engine.calls)
+    with pytest.raises(DeadlineTooShort):  # now refused up front: 3 x 0.3 > 0.65
+        voice.synthesize(THREE, deadline=Deadline.after(0.65, clock=clock), max_chars=1000)
+    assert len(engine.calls) == calls

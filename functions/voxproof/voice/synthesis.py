@@ -1,10 +1,10 @@
 """Text in, speech out, within a time budget: the voice as callers use it.
 
-``load_voice(settings)`` verifies the model layer (it never builds one), loads the engine and
-calibrates; ``Voice.synthesize`` prepares, phonemizes and speaks unit by unit. How, and why:
-docs/voice.md.
+``load_voice(settings)`` verifies the model layer (it never builds one) and loads the chosen
+engine (no synthesis at start: the cost starts from a safe prior and learns from requests);
+``Voice.synthesize`` prepares, phonemizes and speaks unit by unit. How, and why: docs/voice.md.
 
-The deadline contract: a text whose calibrated estimate (times :data:`SAFETY`) exceeds
+The deadline contract: a text whose estimate (times :data:`SAFETY`) exceeds
 ``deadline.remaining()`` is :class:`~voxproof.errors.DeadlineTooShort` before any synthesis; a
 request that runs out mid-way stops between units with
 :class:`~voxproof.errors.DeadlineExceeded`; nothing partial is ever returned. One request speaks
@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
@@ -43,8 +44,10 @@ if TYPE_CHECKING:
 __all__ = [
     "CLAUSE_PAUSE_S",
     "PEAK_TARGET",
+    "PRIORS",
     "SAFETY",
     "SENTENCE_PAUSE_S",
+    "AdaptiveCost",
     "CostModel",
     "Speech",
     "Voice",
@@ -66,7 +69,7 @@ PEAK_TARGET: Final = 10 ** (-1 / 20)
 MAX_GAIN: Final = 4.0
 """The peak gain never lifts a clip by more than this (12 dB), so near-silence stays quiet."""
 SAFETY: Final = 1.5
-"""Estimates are the calibrated cost times this."""
+"""Estimates are the modelled cost times this."""
 CALIBRATION_TEXTS: Final = (
     "Good morning.",
     "The voice measures itself once, when it starts, so that each request can be weighed.",
@@ -87,6 +90,10 @@ class Engine(Protocol):
     def voice(self) -> str: ...
     @property
     def manifest_sha256(self) -> str: ...
+    @property
+    def threads(self) -> int: ...
+
+    name: str
 
     def infer(self, ids: Sequence[int], *, seed: int | None = None) -> np.ndarray: ...
 
@@ -111,6 +118,88 @@ class CostModel:
     def estimate(self, n_ids: int) -> float:
         """Expected seconds for one call on ``n_ids`` ids."""
         return self.safety * (self.per_call_s + self.per_id_s * n_ids)
+
+    def current(self) -> CostModel:
+        """The model a request is judged by: this one (it never changes)."""
+        return self
+
+    def observe(self, n_ids: int, seconds: float) -> None:
+        """A fixed model learns nothing from a call."""
+
+
+PRIORS: Final = {
+    ("onnx", 1): (0.05, 0.004),
+    ("onnx", 2): (0.05, 0.003),
+    ("torch", 1): (0.10, 0.008),
+    ("torch", 2): (0.10, 0.006),
+}
+"""Seconds (per call, per phoneme id) by (engine, threads; more than 2 count as 2): about 3x
+what the default voice takes on a quiet 2-core x86 machine (docs/voice.md), so the first
+requests are judged pessimistically, never optimistically."""
+
+
+class AdaptiveCost:
+    """A safe prior per (engine, threads), refined by what the engine's calls really took.
+
+    The scale applied to the prior is a high quantile (:attr:`quantile`) of the last
+    :attr:`window` observed/prior ratios. Until :attr:`min_observations` calls have been seen it
+    can only rise (thin evidence never makes requests look cheaper); after that it follows the
+    quantile, but never below :attr:`floor` of the prior. Each request is judged by one
+    snapshot (:meth:`current`), taken before its first unit, as the deadline contract needs.
+    """
+
+    window: Final = 32
+    min_observations: Final = 5
+    quantile: Final = 0.9
+    floor: Final = 0.25
+
+    def __init__(self, prior: CostModel) -> None:
+        self.prior = prior
+        """The starting model (scale 1)."""
+        self._ratios: deque[float] = deque(maxlen=self.window)
+        self._scale = 1.0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_engine(cls, engine: str, threads: int) -> AdaptiveCost:
+        """The prior of :data:`PRIORS` for this engine and thread count."""
+        per_call, per_id = PRIORS[engine, 1 if threads <= 1 else 2]
+        return cls(CostModel(per_call_s=per_call, per_id_s=per_id))
+
+    @property
+    def per_call_s(self) -> float:
+        """The current fixed cost of one call."""
+        return self.current().per_call_s
+
+    @property
+    def per_id_s(self) -> float:
+        """The current cost of each phoneme id."""
+        return self.current().per_id_s
+
+    def current(self) -> CostModel:
+        """The model as it stands now (a fixed snapshot)."""
+        with self._lock:
+            scale = self._scale
+        return CostModel(per_call_s=self.prior.per_call_s * scale,
+                         per_id_s=self.prior.per_id_s * scale, safety=self.prior.safety)
+
+    def estimate(self, n_ids: int) -> float:
+        """Expected seconds for one call on ``n_ids`` ids, by the current model."""
+        return self.current().estimate(n_ids)
+
+    def observe(self, n_ids: int, seconds: float) -> None:
+        """Fold in one engine call that took ``seconds`` on ``n_ids`` ids."""
+        raw = self.prior.per_call_s + self.prior.per_id_s * n_ids
+        if not math.isfinite(seconds) or seconds < 0:
+            return
+        with self._lock:
+            self._ratios.append(seconds / raw)
+            ratios = sorted(self._ratios)
+            high = ratios[min(len(ratios) - 1, int(self.quantile * len(ratios)))]
+            if len(ratios) < self.min_observations:
+                self._scale = max(self._scale, high)
+            else:
+                self._scale = max(high, self.floor)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,7 +233,7 @@ class _Unit:
 
 @dataclass
 class Voice:
-    """A loaded, calibrated voice. Build it with :func:`load_voice`.
+    """A loaded voice. Build it with :func:`load_voice`.
 
     Parameters
     ----------
@@ -153,14 +242,15 @@ class Voice:
     phonemizer:
         Text -> the engine's phoneme ids.
     cost:
-        The engine's calibrated speed (:func:`calibrate`).
+        The engine's speed: :class:`AdaptiveCost` (what :func:`load_voice` gives: a prior
+        refined by the calls themselves) or a fixed :class:`CostModel`.
     max_ids:
         Longest id sequence per engine call (the engine's ``MAX_IDS``).
     """
 
     engine: Engine
     phonemizer: Phonemizer
-    cost: CostModel
+    cost: CostModel | AdaptiveCost
     max_ids: int = MAX_IDS
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -203,8 +293,9 @@ class Voice:
         if not self._lock.acquire(timeout=min(deadline.remaining(), threading.TIMEOUT_MAX)):
             raise DeadlineTooShort("the voice was busy until the time ran out; try again")
         try:
-            self._check_budget(units, deadline)
-            parts = self._speak(units, deadline, seed)
+            cost = self.cost.current()  # this request is judged by one fixed model
+            self._check_budget(units, deadline, cost)
+            parts = self._speak(units, deadline, seed, cost)
         finally:
             self._lock.release()
         return Speech(
@@ -227,8 +318,8 @@ class Voice:
             raise TextEmpty("nothing in this text can be spoken")
         return units
 
-    def _check_budget(self, units: Sequence[_Unit], deadline: Deadline) -> None:
-        estimate = sum(self.cost.estimate(len(unit.ids)) for unit in units)
+    def _check_budget(self, units: Sequence[_Unit], deadline: Deadline, cost: CostModel) -> None:
+        estimate = sum(cost.estimate(len(unit.ids)) for unit in units)
         remaining = deadline.remaining()
         if estimate > remaining:
             raise DeadlineTooShort(
@@ -236,12 +327,12 @@ class Voice:
                 estimate_s=round(estimate, 2), remaining_s=round(remaining, 2),
             )
 
-    def _speak(self, units: Sequence[_Unit], deadline: Deadline,
-               seed: int | None) -> list[np.ndarray]:
+    def _speak(self, units: Sequence[_Unit], deadline: Deadline, seed: int | None,
+               cost: CostModel) -> list[np.ndarray]:
         parts: list[np.ndarray] = []
         slowdown = 1.0  # how much slower than estimated this request runs (never below 1)
         for index, unit in enumerate(units):
-            expected = self.cost.estimate(len(unit.ids))
+            expected = cost.estimate(len(unit.ids))
             if expected * slowdown > deadline.remaining():
                 raise DeadlineExceeded(
                     f"stopped after {index} of {len(units)} sentences: the next one would "
@@ -250,7 +341,9 @@ class Voice:
                 )
             started = deadline.now()
             parts.append(self.engine.infer(unit.ids, seed=None if seed is None else seed + index))
-            slowdown = max(slowdown, (deadline.now() - started) / expected)
+            took = deadline.now() - started
+            self.cost.observe(len(unit.ids), took)
+            slowdown = max(slowdown, took / expected)
         if deadline.expired():
             raise DeadlineExceeded(
                 "the last sentence ended after the deadline; no audio was kept",
@@ -274,7 +367,8 @@ class Voice:
 
 def calibrate(engine: Engine, phonemizer: Phonemizer, *,
               clock: Clock = time.perf_counter) -> CostModel:
-    """Measure the engine on the two :data:`CALIBRATION_TEXTS` and fit a :class:`CostModel`.
+    """Measure the engine on the two :data:`CALIBRATION_TEXTS` and fit a :class:`CostModel`
+    (five syntheses: for benchmarks and for measuring :data:`PRIORS`; ``load_voice`` does not).
 
     The per-id cost is the slope between the two sentences' times, but never below half the
     long one's average cost per id (a noisy short call must not make ids look free); the
@@ -291,7 +385,10 @@ def calibrate(engine: Engine, phonemizer: Phonemizer, *,
 
 
 def load_voice(settings: Settings) -> Voice:
-    """Verify the model layer, load it with ``settings.engine`` and calibrate: a ready voice.
+    """Verify the model layer and load it with ``settings.engine``: a ready voice.
+
+    No synthesis at start: the voice's cost starts from the engine's prior
+    (:meth:`AdaptiveCost.for_engine`) and learns from the requests themselves.
 
     Uses ``settings.model_dir`` pinned to ``settings.model_manifest_sha256``; a layer that does
     not match is refused with its ``LayerError``, and one that is not built yet (only its
@@ -301,7 +398,7 @@ def load_voice(settings: Settings) -> Voice:
     engine = load_engine(layer, engine=settings.engine, threads=settings.torch_threads)
     frontend = layer.manifest.engine.settings.frontend
     phonemizer = Phonemizer(layer.phoneme_id_map(), voice=frontend.espeak_voice)
-    return Voice(engine, phonemizer, calibrate(engine, phonemizer))
+    return Voice(engine, phonemizer, AdaptiveCost.for_engine(engine.name, engine.threads))
 
 
 def load_engine(layer: VerifiedLayer, *, engine: str, threads: int) -> Engine:
