@@ -1,22 +1,22 @@
 #!/usr/bin/env python3
-"""Benchmark the voice against piper-tts: real-time factor, fresh process to first audio, RSS.
+"""Benchmark both voxproof engines against piper-tts: RTF, fresh process to first audio, RSS.
 
-Usage: PYTHONPATH=functions python scripts/bench_voice.py [--threads 1 2] [--runs 3]
+Usage: PYTHONPATH=functions python scripts/bench_voice.py [--threads 1 2] [--runs 3] [--rounds 1]
 
-For each thread count, voxproof and piper-tts each run in a fresh process (interleaved, so
-drift on a shared machine hits both alike) that:
+For each round and thread count, voxproof's ONNX engine (the default), its torch engine (the
+reference) and piper-tts run interleaved (so drift on a shared machine hits all alike), each
+in two fresh processes run under ``/usr/bin/time -v``:
 
-1. starts the clock at spawn (the parent's monotonic clock, shared on Linux);
-2. loads the voice the way it is used: voxproof ``load_voice`` (verify the layer, load the
-   Coqui model, calibrate), piper-tts ``PiperVoice`` on the same pinned wheel's ONNX with an
-   onnxruntime session limited to the same number of threads;
-3. speaks a short sentence: *fresh process to first audio*;
-4. speaks the benchmark text (the same for both, from raw text through each one's own
-   frontend) ``--runs`` times: *RTF* = median synthesis time / audio duration;
-5. reports its peak RSS (``ru_maxrss``).
+- *cold*: load the voice the way it is used (voxproof ``load_voice`` with ``engine=onnx`` or
+  ``torch``: verify the layer, load the engine; piper-tts ``PiperVoice`` on the same pinned
+  wheel's ONNX, its onnxruntime session limited to the same threads), speak a short sentence,
+  exit: *fresh process to first audio* is the process's wall time, with its peak RSS;
+- *warm*: the same, then the benchmark text (the same for all, from raw text through each
+  one's own frontend) ``--runs`` times: *RTF* = median synthesis time / audio duration.
 
-The ratios printed last are voxproof / piper-tts (above 1: voxproof is slower or bigger).
-piper-tts is a dev dependency (GPL-3.0), used here only as the yardstick.
+Reported: medians over rounds; peak RSS is the larger of the two processes. The ratios printed
+last are engine / piper-tts (above 1: slower or bigger). piper-tts is a dev dependency
+(GPL-3.0), used here only as the yardstick.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ TEXT = (
 # --- workers (each in its own process) ------------------------------------------------------
 
 
-def _voxproof(threads: int, runs: int) -> tuple[float, list[tuple[float, float]]]:
+def _voxproof(engine: str, threads: int, runs: int) -> tuple[float, list[tuple[float, float]]]:
     from voxproof.deadline import Deadline
     from voxproof.settings import Settings
     from voxproof.voice import load_voice
 
-    voice = load_voice(Settings(torch_threads=threads))
+    voice = load_voice(Settings(engine=engine, torch_threads=threads))
 
     def speak(text: str) -> float:
         speech = voice.synthesize(text, deadline=Deadline.after(600), max_chars=1000)
@@ -93,8 +93,8 @@ def _timed(speak, text: str) -> tuple[float, float]:
 
 
 def worker(args: argparse.Namespace) -> int:
-    if args.worker == "voxproof":
-        first, timings = _voxproof(args.threads[0], args.runs)
+    if args.worker in ENGINES:
+        first, timings = _voxproof(args.worker, args.threads[0], args.runs)
     else:
         first, timings = _piper(args.threads[0], args.runs, args.onnx, args.config)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -105,23 +105,43 @@ def worker(args: argparse.Namespace) -> int:
 # --- the parent ---------------------------------------------------------------------------
 
 
+ENGINES = ("onnx", "torch")
+"""voxproof's engines; the third contender is ``piper``."""
+
+
 def run_worker(engine: str, threads: int, runs: int, files: tuple[str, str]) -> dict:
-    command = [sys.executable, __file__, "--worker", engine, "--threads", str(threads),
-               "--runs", str(runs), "--onnx", files[0], "--config", files[1]]
+    """One fresh process under ``/usr/bin/time -v``: its report, wall time and peak RSS."""
+    command = ["/usr/bin/time", "-v", sys.executable, __file__, "--worker", engine,
+               "--threads", str(threads), "--runs", str(runs), "--onnx", files[0],
+               "--config", files[1]]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads),
            "PYTHONPATH": str(ROOT / "functions")}
-    start = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False,
                           timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"{engine} worker failed:\n{done.stderr[-3000:]}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    seconds, duration = zip(*report["timings"], strict=True)
+    timing = {}
+    for line in done.stderr.splitlines():
+        key, _, value = line.strip().partition(": ")
+        timing[key] = value
+    wall = 0.0
+    for part in timing["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":"):
+        wall = 60 * wall + float(part)
+    report["wall_s"] = wall
+    report["peak_rss_mb"] = int(timing["Maximum resident set size (kbytes)"]) / 1024
+    return report
+
+
+def measure(engine: str, threads: int, runs: int, files: tuple[str, str]) -> dict:
+    cold = run_worker(engine, threads, 0, files)
+    warm = run_worker(engine, threads, runs, files)
+    seconds, duration = zip(*warm["timings"], strict=True)
     return {
-        "first_audio_s": report["first_audio_at"] - start,
+        "first_audio_s": cold["wall_s"],
         "rtf": statistics.median(seconds) / statistics.median(duration),
         "audio_s": statistics.median(duration),
-        "peak_rss_mb": report["peak_rss_mb"],
+        "peak_rss_mb": max(cold["peak_rss_mb"], warm["peak_rss_mb"]),
     }
 
 
@@ -141,31 +161,47 @@ def piper_files(folder: Path) -> tuple[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--runs", type=int, default=3, help="timed syntheses per process")
-    parser.add_argument("--worker", choices=["voxproof", "piper"], help=argparse.SUPPRESS)
+    parser.add_argument("--runs", type=int, default=3, help="timed syntheses per warm process")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (medians)")
+    parser.add_argument("--worker", choices=[*ENGINES, "piper"], help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
 
-    print(f"text: {len(TEXT)} characters; {args.runs} timed runs per process; "
-          f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    results: dict[tuple[str, int], dict] = {}
+    contenders = (*ENGINES, "piper")
+    print(f"text: {len(TEXT)} characters; {args.runs} timed runs per warm process; "
+          f"{args.rounds} round(s); machine: {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    samples: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-voice-") as tmp:
         files = piper_files(Path(tmp))
-        for threads in args.threads:
-            for engine in ("voxproof", "piper"):
-                r = results[engine, threads] = run_worker(engine, threads, args.runs, files)
-                print(f"{engine:9s} {threads} thread(s): RTF {r['rtf']:.3f} "
-                      f"({r['audio_s']:.1f} s of audio), fresh process to first audio "
-                      f"{r['first_audio_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
-    print("ratios voxproof / piper-tts:")
+        for _ in range(args.rounds):
+            for threads in args.threads:
+                for engine in contenders:
+                    r = measure(engine, threads, args.runs, files)
+                    samples.setdefault((engine, threads), []).append(r)
+                    print(f"  {engine:6s} {threads} thread(s): RTF {r['rtf']:.3f} "
+                          f"({r['audio_s']:.1f} s of audio), fresh process to first audio "
+                          f"{r['first_audio_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB",
+                          flush=True)
+    results = {key: {k: statistics.median(s[k] for s in runs) for k in runs[0]}
+               for key, runs in samples.items()}
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    print("| threads | | RTF | fresh process to first audio | peak RSS |")
+    print("| --- | --- | --- | --- | --- |")
     for threads in args.threads:
-        ours, theirs = results["voxproof", threads], results["piper", threads]
-        print(f"  {threads} thread(s): RTF x{ours['rtf'] / theirs['rtf']:.2f}, "
-              f"first audio x{ours['first_audio_s'] / theirs['first_audio_s']:.2f}, "
-              f"peak RSS x{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}")
+        piper = results["piper", threads]
+        for engine in contenders:
+            r = results[engine, threads]
+            ratio = "" if engine == "piper" else (
+                f" (x{r['rtf'] / piper['rtf']:.2f})", f" (x{r['first_audio_s'] / piper['first_audio_s']:.2f})",
+                f" (x{r['peak_rss_mb'] / piper['peak_rss_mb']:.2f})")
+            ratio = ratio or ("", "", "")
+            name = "piper-tts" if engine == "piper" else f"voxproof {engine}"
+            print(f"| {threads} | {name} | {r['rtf']:.3f}{ratio[0]} | "
+                  f"{r['first_audio_s']:.2f} s{ratio[1]} | {r['peak_rss_mb']:.0f} MB{ratio[2]} |")
     return 0
 
 

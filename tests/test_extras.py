@@ -11,6 +11,7 @@ from voxproof.cli import main
 # What the Lambda functions and `voxproof synth` import (voice, service, handlers' cores).
 RUNTIME_MODULES = (
     "voxproof.voice", "voxproof.voice.synthesis", "voxproof.voice.engine", "voxproof.voice.layer",
+    "voxproof.voice.onnx_engine",
     "voxproof.service", "voxproof.watermark", "voxproof.audio", "voxproof.cli",
     "TTS.tts.models.vits",
 )
