@@ -25,12 +25,12 @@ from voxproof.settings import Settings
 from voxproof.text import prepare
 from voxproof.voice import CostModel, Voice, load_voice
 from voxproof.voice.synthesis import (
-    PRIORS,
-    AdaptiveCost,
     CALIBRATION_TEXTS,
     CLAUSE_PAUSE_S,
     PEAK_TARGET,
+    PRIORS,
     SENTENCE_PAUSE_S,
+    AdaptiveCost,
     calibrate,
 )
 from watch import ManualClock, WatchedEngine
@@ -292,7 +292,7 @@ def test_load_voice_refuses_a_layer_that_is_not_the_pinned_one(tiny_layer, tmp_p
 
 def test_load_voice_makes_no_synthesis_and_starts_from_the_engine_prior(tiny_layer, tmp_path,
                                                                           monkeypatch):
-    import voxproof.voice.synthesis as synthesis
+    from voxproof.voice import synthesis
 
     monkeypatch.setattr(synthesis, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
     folder, pin = tiny_layer
