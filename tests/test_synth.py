@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from asr import Recognizer, edit_distance, reference_words, words
 from voxproof.cli import main
-from voxproof.settings import get_settings
 from voxproof.voice.pins import DEFAULT_MANIFEST_SHA256
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,9 +33,7 @@ def tiny_cli(tiny_layer, tmp_path, monkeypatch):
     monkeypatch.setenv("VOXPROOF_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("VOXPROOF_MAX_TEXT_CHARS_SYNC", "200")
     monkeypatch.setenv("VOXPROOF_TORCH_THREADS", "1")
-    get_settings.cache_clear()
-    yield pin
-    get_settings.cache_clear()
+    return pin
 
 
 def read_wav(path: Path) -> tuple[int, int, int, np.ndarray]:
