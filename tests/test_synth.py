@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from asr import Recognizer, edit_distance, reference_words, words
 from voxproof.cli import main
-from voxproof.settings import get_settings
 from voxproof.voice.pins import DEFAULT_MANIFEST_SHA256
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,9 +35,7 @@ def tiny_cli(tiny_layer, tmp_path, monkeypatch):
     monkeypatch.setenv("VOXPROOF_MAX_TEXT_CHARS_SYNC", "200")
     monkeypatch.setenv("VOXPROOF_TORCH_THREADS", "1")
     monkeypatch.setenv("VOXPROOF_ENGINE", "torch")
-    get_settings.cache_clear()
-    yield pin
-    get_settings.cache_clear()
+    return pin
 
 
 def read_wav(path: Path) -> tuple[int, int, int, np.ndarray]:
@@ -163,7 +160,6 @@ def test_synth_engine_flag_overrides_the_setting(tiny_cli, tmp_path, capsys, mon
     """``--engine onnx`` on a layer without an export is refused naming the torch engine;
     ``--engine torch`` speaks it."""
     monkeypatch.setenv("VOXPROOF_ENGINE", "onnx")
-    get_settings.cache_clear()
     code, _, err = run(["synth", "A bad cafe.", "-o", str(tmp_path / "a.wav")], capsys)
     assert code == 2 and "[engine_mismatch]" in err and "VOXPROOF_ENGINE=torch" in err
     code, _, _ = run(["synth", "A bad cafe.", "-o", str(tmp_path / "b.wav"), "--engine", "torch"],

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from voxproof import __version__
 from voxproof.errors import ExtraNotInstalled, LayerCheckFailed, RequestError, VoxproofError
-from voxproof.settings import get_settings
+from voxproof.settings import Settings
 
 EXIT_USER_ERROR = 2
 DEFAULT_DEADLINE_S = 120.0
@@ -114,7 +114,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from voxproof.service import local_caller
     from voxproof.watermark.timeline import plot_timeline, report_text
 
-    settings = get_settings()
+    settings: Settings = args.settings
     key_files = [str(p) for p in args.key_file] if args.key_file else None
     if args.plot:
         _require_extra("plot", "drawing the timeline (--plot)", "matplotlib")
@@ -165,7 +165,7 @@ def _cmd_layer_build(args: argparse.Namespace) -> int:
     _require_extra("build", "building a layer", "onnx", "voxproof.layer_build")
     from voxproof.layer_build.convert import build_layer, check_layer
 
-    settings = get_settings()
+    settings: Settings = args.settings
     out = args.out or settings.model_dir
     if args.check:
         manifest = check_layer(out, cache_dir=settings.wheel_cache_dir, wheel=args.wheel)
@@ -191,7 +191,7 @@ def _cmd_layer_build(args: argparse.Namespace) -> int:
 def _cmd_layer_verify(args: argparse.Namespace) -> int:
     from voxproof.voice.layer import verify_layer
 
-    settings = get_settings()
+    settings: Settings = args.settings
     folder = args.dir or settings.model_dir
     layer = verify_layer(
         folder, manifest_sha256=args.manifest_sha256 or settings.model_manifest_sha256
@@ -222,7 +222,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from voxproof.synth import read_text_file, synth_to_wav
 
-    settings = get_settings()
+    settings: Settings = args.settings
     if args.engine is not None:
         settings = settings.model_copy(update={"engine": args.engine})
     if (args.text is None) == (args.text_file is None):
@@ -322,11 +322,24 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
+def _settings() -> Settings:
+    """The settings, read once from the ``VOXPROOF_*`` environment."""
+    from pydantic import ValidationError
+
+    from voxproof.errors import from_validation_errors
+
+    try:
+        return Settings()
+    except ValidationError as err:
+        raise from_validation_errors(err, what="the VOXPROOF_* settings") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = _build_parser().parse_args(argv)
     _log_to_stderr()
     try:
+        args.settings = _settings()
         return int(args.func(args) or 0)
     except VoxproofError as err:
         print(f"voxproof: error [{err.code}]: {err.message}", file=sys.stderr)

@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Final, Literal
 
@@ -135,10 +134,3 @@ class Settings(BaseSettings):
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         return self.state_dir
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The CLI's settings, read once per process from the environment. (The Lambda handler
-    modules read ``Settings()`` once at init and hand them on in their ``Runtime``.)"""
-    return Settings()
