@@ -15,6 +15,7 @@ from voxproof.keyring import (
     SecretsManagerKeySource,
     rotate,
 )
+from voxproof.runtime import AwsClients
 from voxproof.service import with_key_bound
 from voxproof.watermark import WatermarkKey, detect, embed
 from voxproof.watermark.detect import MAX_ATTEMPTS
@@ -182,3 +183,19 @@ def test_the_unknown_rotation_step_is_refused(secrets):
     arn = new_secret(secrets, A.to_hex())
     with pytest.raises(KeyError_, match="unknown rotation step"):
         rotate(secrets, arn, str(uuid.uuid4()), "dropSecret")
+
+
+def test_the_rotation_function_runs_the_steps_secrets_manager_sends(secrets, moto_endpoint,
+                                                                    monkeypatch):
+    from fakes import LambdaContext
+    from voxproof.handlers import rotate as rotation
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)  # botocore reads it, as on Lambda none
+    monkeypatch.setattr(rotation, "_AWS", AwsClients())  # a client made under this environment
+    arn = new_secret(secrets, A.to_hex())
+    token = str(uuid.uuid4())
+    for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        rotation.handler({"SecretId": arn, "ClientRequestToken": token, "Step": step},
+                         LambdaContext())
+    ring = SecretsManagerKeySource(arn, secrets, max_age_s=0).keyring()
+    assert ring.current != A and ring.accepted[1:] == (A,)

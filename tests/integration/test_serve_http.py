@@ -269,18 +269,25 @@ def test_every_error_is_json_with_its_code_and_status(server, input_bucket, meth
 
 
 def test_chunked_bodies_are_refused_with_411(server):
-    head = (f"POST {VERIFY} HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n")
+    head = (f"POST {VERIFY} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
+            "Content-Type: audio/wav\r\nTransfer-Encoding: chunked\r\n\r\n")
     status, body = server.raw(head.encode())
     assert status == 411 and json.loads(body)["error"]["code"] == "length_required"
 
 
 def test_an_oversized_body_is_refused_before_it_is_sent_with_expect_100(server):
     # curl sends Expect: 100-continue for large bodies: the 413 comes before any body byte.
-    head = (f"POST {VERIFY} HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
-            f"Content-Length: {20 * 1024 * 1024}\r\nExpect: 100-continue\r\n\r\n")
+    head = (f"POST {VERIFY} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
+            f"Content-Type: audio/wav\r\nContent-Length: {20 * 1024 * 1024}\r\n"
+            "Expect: 100-continue\r\n\r\n")
     status, body = server.raw(head.encode())
     assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"
+
+
+def test_a_request_for_another_host_is_refused_dns_rebinding(server):
+    status, body = server.raw(f"GET /v1/health HTTP/1.1\r\nHost: rebind.example:{server.port}"
+                              "\r\n\r\n".encode())
+    assert status == 403 and json.loads(body)["error"]["code"] == "host_not_allowed"
 
 
 def test_the_server_still_answers_after_the_errors(server):
