@@ -147,4 +147,4 @@ def _verify_limits(left: Deadline) -> AudioLimits:
 def _input_bucket(rt: Runtime) -> InputBucket:
     if not rt.settings.input_bucket:
         raise RequestError("this deployment has no input bucket: send the audio in the body")
-    return InputBucket(rt.settings.input_bucket, rt.aws("s3"))
+    return InputBucket(rt.settings.input_bucket, rt.aws("s3"), owner=rt.settings.bucket_owner)
