@@ -9,7 +9,8 @@ Gateway authenticated (SigV4) and ``auditor_principals`` names (``routes.base.au
 The audio comes as the body (``Content-Type: audio/*`` or ``application/octet-stream``; API
 Gateway base64-encodes binary media types), or as JSON ``{"audio_base64"}`` or ``{"s3_key"}``
 (under ``verify/`` in the input bucket only). The audio accepted is bounded by the time left:
-detection runs at up to ``DETECT_S_PER_AUDIO_S`` per second of audio.
+detection runs at up to ``DETECT_S_PER_AUDIO_S`` per second of audio for the first key and
+``EXTRA_KEY_COST`` of that for each further key in the history.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ from voxproof.service import VerifyReport
 #: Seconds of detection per second of audio, upper bound: measured 0.13 on two shared cores for
 #: unmarked audio (every sync attempt runs); used to bound the audio verify accepts in the time left.
 DETECT_S_PER_AUDIO_S: Final = 0.2
+#: Each further key in force (the key history) adds this fraction of the first key's search:
+#: measured 0.44 (20 s of unmarked speech-like audio, 1, 2 and 4 keys, 2026-12-03).
+EXTRA_KEY_COST: Final = 0.5
 _BINARY_TYPES: Final = ("application/octet-stream", "binary/octet-stream")
 PUBLIC_PATH: Final = "/v1/verify"
 DETAILED_PATH: Final = "/v1/verify/detailed"
@@ -92,8 +96,9 @@ def router() -> Router:
 def _verify(routes: Router) -> VerifyReport:
     rt = runtime(routes)
     upload, declared = _verify_upload(routes, rt)
+    keys = len(rt.service.keys.keyring().accepted)  # cached by the key source
     report = rt.service.verify(upload, caller(routes), declared=declared,
-                               limits=_verify_limits(deadline(routes)))
+                               limits=_verify_limits(deadline(routes), keys))
     metrics.add_metric(name="VerifyRequests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="VerifyFound", unit=MetricUnit.Count, value=int(report.found))
     logger.info("verify answered", extra={
@@ -131,16 +136,16 @@ def _parse_json(body: str | None) -> VerifyJsonRequest:
         raise from_validation_errors(err, what="the body") from None
 
 
-def _verify_limits(left: Deadline) -> AudioLimits:
-    """Audio bounds that fit the time left: duration by the detection cost, decode time by a
-    quarter of it."""
+def _verify_limits(left: Deadline, keys: int = 1) -> AudioLimits:
+    """Audio bounds that fit the time left: duration by the detection cost under ``keys``
+    keys (every key in force is searched on unmarked audio), decode time by a quarter of it."""
     remaining = left.remaining()
     if remaining < 1.0:
         raise DeadlineTooShort(f"{remaining:.2f} s are left: too little to verify anything",
                                remaining_s=round(remaining, 2))
+    per_audio_s = DETECT_S_PER_AUDIO_S * (1 + EXTRA_KEY_COST * max(0, keys - 1))
     return replace(DEFAULT_LIMITS,
-                   max_duration_s=min(DEFAULT_LIMITS.max_duration_s,
-                                      remaining / DETECT_S_PER_AUDIO_S),
+                   max_duration_s=min(DEFAULT_LIMITS.max_duration_s, remaining / per_audio_s),
                    max_decode_s=min(DEFAULT_LIMITS.max_decode_s, remaining / 4))
 
 
