@@ -12,7 +12,7 @@ at verify, so rotating a key does not orphan audio already out there). Sources:
   cached per container for ``max_age_s`` (Powertools' parameters utility), so a rotation reaches
   every container within that time. The boto3 client comes from the caller.
 - ``rotate``: the steps of a Secrets Manager rotation that appends to the history (the
-  template's scheduled rotation function; docs/keys.md has the procedure).
+  template's scheduled rotation function; the procedure is in the README, "Keys").
 
 Keys never appear in logs, errors or reprs (``WatermarkKey.__repr__`` shows the key id only).
 
