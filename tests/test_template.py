@@ -323,3 +323,9 @@ def test_every_api_route_of_the_handler_is_an_api_event_and_only_speech_preloads
     assert "Environment" not in res["VerifyFunction"]["Properties"]  # verify never loads it
     for name in ("SpeechFunction", "VerifyFunction"):
         assert res[name]["Properties"]["Timeout"] <= 29  # API Gateway's integration timeout
+
+
+def test_the_5xx_alarm_watches_this_api_by_name(template):
+    res = template["Resources"]
+    [dimension] = res["ApiServerErrorsAlarm"]["Properties"]["Dimensions"]
+    assert dimension["Value"] == res["Api"]["Properties"]["Name"]
