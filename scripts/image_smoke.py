@@ -44,7 +44,9 @@ PROBE_HANDLER = "image_smoke_probe.handler"
 SPEECH_TEXT = "Hello from the voxproof image smoke test."
 READ_ONLY_PATHS = ("/", "/var/task", "/opt/venv", "/opt/voxproof/model", "/etc", "/usr")
 #: The handler's settings in the smoke: the speech function's preload, local state under /tmp.
-HANDLER_ENV = {"VOXPROOF_PRELOAD_VOICE": "true", "VOXPROOF_STATE_DIR": "/tmp/voxproof"}
+SMOKE_AUDITOR = "arn:aws:iam::123456789012:user/smoke-auditor"
+HANDLER_ENV = {"VOXPROOF_PRELOAD_VOICE": "true", "VOXPROOF_STATE_DIR": "/tmp/voxproof",
+               "VOXPROOF_AUDITOR_PRINCIPALS": SMOKE_AUDITOR}
 
 
 class SmokeFailure(AssertionError):
@@ -117,7 +119,8 @@ def check_api(api: LambdaRuntimeAPI, wait_s: float) -> None:
     check(status == 200, f"health answers 200 ({status}: {health})")
     check("placeholder" not in health, "the handler is the real one, not the placeholder")
     check(health.get("voice_loaded") is True, "the voice was loaded at init (preload)")
-    check(len(health.get("key_ids") or []) == 1, f"one key in force: {health.get('key_ids')}")
+    check((health.get("checks") or {}).get("keys") == "ok" and "key_ids" not in health,
+          f"the key is readable, and health names no key id: {health.get('checks')}")
     print("POST /v1/speech (JSON answer)")
     status, speech = _json_body(
         api.invoke_and_wait(
@@ -142,6 +145,14 @@ def check_api(api: LambdaRuntimeAPI, wait_s: float) -> None:
     check(status == 200, f"verify answers 200 ({status}: {str(report)[:300]})")
     check(report.get("found") is True, "verify finds the mark")
     check(report.get("record_id") == speech["record_id"], "verify names the record speech made")
+    check("score" not in report and "caller" not in (report.get("record") or {}),
+          "the public verify answer carries no score and no caller")
+    print("POST /v1/verify/detailed on that audio, as an IAM auditor")
+    event = api_gateway_event("POST", "/v1/verify/detailed",
+                              {"audio_base64": speech["audio_base64"]}, api_key_id=None)
+    event["requestContext"]["identity"]["userArn"] = SMOKE_AUDITOR
+    status, report = _json_body(api.invoke_and_wait(event, timeout_ms=60_000, wait_s=wait_s))
+    check(status == 200, f"detailed verify answers 200 ({status}: {str(report)[:300]})")
     record = report.get("record") or {}
     check(record.get("entry_point") == "api" and record.get("caller") == "apikey:smoke-key-id",
           f"the record (SQLite under /tmp) names the caller and door: {record}")

@@ -106,6 +106,11 @@ def call(address: tuple[str, int], method: str, target: str, body: bytes | None 
         conn.close()
 
 
+def host(address: tuple[str, int]) -> str:
+    """The ``Host`` header that names the server at ``address``."""
+    return f"{address[0]}:{address[1]}"
+
+
 def exchange(address: tuple[str, int], data: bytes) -> bytes:
     """Send raw bytes; everything the server answers until it closes."""
     with socket.create_connection(address, timeout=30) as sock:
@@ -140,14 +145,15 @@ def test_head_answers_the_length_without_the_body(echo):
 
 
 def test_expect_100_continue_is_answered_only_when_the_body_is_wanted(echo):
-    big = (f"POST /v1/verify HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+    big = (f"POST /v1/verify HTTP/1.1\r\nHost: {host(echo)}\r\nContent-Type: audio/wav\r\n"
            f"Content-Length: {serve.MAX_BODY_BYTES + 1}\r\nExpect: 100-continue\r\n\r\n")
     answer = exchange(echo, big.encode())
     assert answer.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in answer
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_too_large"
 
     with socket.create_connection(echo, timeout=30) as sock:
-        sock.sendall(b"POST /v1/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"POST /v1/speech HTTP/1.1\r\nHost: {host(echo)}\r\n".encode()
+                     + b"Content-Type: application/json\r\n"
                      b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n")
         assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"{}")
@@ -162,7 +168,8 @@ def test_chunked_and_malformed_lengths_are_refused_before_the_handler(echo):
         ("Content-Length: ten", 400, "invalid_request"),
         ("Content-Length: -5", 400, "invalid_request"),
     ]:
-        answer = exchange(echo, f"POST /v1/verify HTTP/1.1\r\nHost: x\r\n{head}\r\n\r\n".encode())
+        answer = exchange(echo, f"POST /v1/verify HTTP/1.1\r\nHost: {host(echo)}\r\n{head}\r\n\r\n"
+                          .encode())
         assert answer.startswith(f"HTTP/1.1 {status} ".encode()), head
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == code
 
@@ -175,7 +182,8 @@ def test_a_refused_body_is_drained_so_the_client_sees_the_413(echo):
 
 def test_a_slow_client_holds_only_its_own_connection(echo):
     with socket.create_connection(echo, timeout=30) as slow:
-        slow.sendall(b"POST /v1/speech HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        slow.sendall(f"POST /v1/speech HTTP/1.1\r\nHost: {host(echo)}\r\n".encode()
+                     + b"Content-Length: 100\r\n\r\n{")
         started = time.monotonic()
         status, _, _ = call(echo, "GET", "/v1/health")
         assert status == 200 and time.monotonic() - started < 5
@@ -220,3 +228,70 @@ def test_serve_without_werkzeug_names_the_extra():
     assert done.returncode == 2, done.stderr[-2000:]
     assert "voxproof serve needs the [serve] extra: pip install 'voxproof[serve]'" in done.stderr
     assert "listening" not in done.stderr and "Traceback" not in done.stderr
+
+
+# --- exposure: Host checks (DNS rebinding), the bind warning, the local auditor -------------------
+
+
+@pytest.mark.parametrize("value", ["evil.example:{port}", "evil.example", "127.0.0.1:1",
+                                   "localhost.evil.example:{port}", "", "[::1]:{port}"])
+def test_a_host_that_does_not_name_the_server_is_refused_before_the_handler(echo, value):
+    request = (f"POST /v1/verify HTTP/1.1\r\nHost: {value.format(port=echo[1])}\r\n"
+               f"Content-Type: audio/wav\r\nContent-Length: 4\r\nConnection: close\r\n\r\nRIFF")
+    if not value:
+        request = request.replace("Host: \r\n", "")
+    answer = exchange(echo, request.encode())
+    assert answer.startswith(b"HTTP/1.1 403 "), answer[:200]
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "host_not_allowed" and "127.0.0.1" in error["message"]
+
+
+def test_the_bound_address_and_localhost_pass_and_loopback_lets_the_local_user_audit(echo):
+    for value in (host(echo), f"localhost:{echo[1]}", f"LOCALHOST:{echo[1]}"):
+        status, _, payload = call(echo, "GET", "/v1/health", headers={"Host": value})
+        assert status == 200, value
+        context = json.loads(payload)["event"]["requestContext"]
+        assert context["authorizer"] == {serve.LOCAL_AUDITOR: True}
+
+
+@pytest.mark.parametrize(("bound", "header", "allowed"), [
+    ("0.0.0.0", "192.0.2.7:8080", True),      # wildcard: any IP literal, never a name
+    ("0.0.0.0", "localhost:8080", True),
+    ("0.0.0.0", "rebind.example:8080", False),
+    ("::", "[2001:db8::1]:8080", True),
+    ("192.0.2.7", "192.0.2.7:8080", True),
+    ("192.0.2.7", "192.0.2.8:8080", False),
+    ("192.0.2.7", "localhost:8080", False),
+    ("localhost", "127.0.0.1:8080", True),
+    ("localhost", "[::1]:8080", True),
+    ("127.0.0.1", "127.0.0.1", False),        # port 80 implied: not this server's
+    ("127.0.0.1", "127.0.0.1:8080:1", False),
+    ("127.0.0.1", "[127.0.0.1:8080", False),
+])
+def test_which_hosts_name_a_binding(bound, header, allowed):
+    assert serve.Binding(bound, 8080).allows(header) is allowed
+
+
+def test_a_non_loopback_bind_warns_and_gives_no_local_auditor(caplog):
+    with caplog.at_level("WARNING", logger="voxproof.serve"):
+        server = serve.make_server("0.0.0.0", 0, echo_handler)
+    try:
+        assert "not loopback" in caplog.text and "no authentication" in caplog.text
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        status, _, payload = call(("127.0.0.1", server.server_address[1]), "GET", "/v1/health")
+        assert status == 200  # http.client sends Host: 127.0.0.1:<port>, an IP literal
+        assert "authorizer" not in json.loads(payload)["event"]["requestContext"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="voxproof.serve"):
+        serve.make_server("127.0.0.1", 0, echo_handler).server_close()
+    assert "not loopback" not in caplog.text
+
+
+def test_the_local_auditor_flag_is_the_one_the_handler_reads():
+    from voxproof.handlers.routes.base import LOCAL_API_ID, LOCAL_AUDITOR
+
+    assert serve.LOCAL_AUDITOR == LOCAL_AUDITOR and serve.API_ID == LOCAL_API_ID

@@ -45,3 +45,17 @@ def test_settings_import_no_part_of_the_voice_stack():
                           check=True, env={**os.environ, "PYTHONPATH": str(functions)})
     assert done.stdout.strip() == str(["voxproof", "voxproof.settings", "voxproof.voice",
                                        "voxproof.voice.pins"])
+
+
+def test_auditors_and_the_bucket_owner_from_the_environment(monkeypatch):
+    monkeypatch.setenv("VOXPROOF_AUDITOR_PRINCIPALS",
+                       " arn:aws:iam::123456789012:user/a ,arn:aws:sts::123456789012:assumed-role/B/*,")
+    monkeypatch.setenv("VOXPROOF_BUCKET_OWNER", "123456789012")
+    s = Settings()
+    assert s.auditor_principals == ("arn:aws:iam::123456789012:user/a",
+                                    "arn:aws:sts::123456789012:assumed-role/B/*")
+    assert s.bucket_owner == "123456789012"
+    monkeypatch.setenv("VOXPROOF_AUDITOR_PRINCIPALS", "")  # the template's default: nobody
+    assert Settings().auditor_principals == ()
+    with pytest.raises(ValueError):
+        Settings(bucket_owner="my-account")

@@ -5,10 +5,14 @@ at verify, so rotating a key does not orphan audio already out there). Sources:
 
 - ``FileKeySource``: key files (the local CLI and server). The first file is the current key;
   with ``create=True`` a missing first file is generated (mode 0600 in a 0700 folder).
-- ``SecretsManagerKeySource``: an AWS Secrets Manager secret holding the 64 hex characters;
-  its ``AWSCURRENT`` version marks, ``AWSPREVIOUS`` is accepted at verify. Values are cached per
-  container for ``max_age_s`` (Powertools' parameters utility), so a rotation reaches every
-  container within that time. The boto3 client comes from the caller.
+- ``SecretsManagerKeySource``: an AWS Secrets Manager secret holding ``KeySecret`` JSON
+  ``{"current": hex, "previous": [hex, ...]}`` (or, as before key history, the 64 hex
+  characters alone). AWSCURRENT's ``current`` marks; its history, newest first, then the
+  AWSPREVIOUS version's keys, verify: a retired key is never dropped by a rotation. Values are
+  cached per container for ``max_age_s`` (Powertools' parameters utility), so a rotation reaches
+  every container within that time. The boto3 client comes from the caller.
+- ``rotate``: the steps of a Secrets Manager rotation that appends to the history (the
+  template's scheduled rotation function; the procedure is in the README, "Keys").
 
 Keys never appear in logs, errors or reprs (``WatermarkKey.__repr__`` shows the key id only).
 
@@ -22,18 +26,26 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxproof.errors import KeyError_, Unavailable
 from voxproof.watermark import WatermarkKey
 
 log = logging.getLogger(__name__)
+
+HEX_KEY_PATTERN: Final = r"^[0-9a-fA-F]{64}$"
+#: Retired keys the secret may keep. Verify tries every key on unmarked audio, so each one adds
+#: a search (and 13 x 2^-24 to the false-positive bound).
+MAX_KEY_HISTORY: Final = 32
 
 
 @dataclass(frozen=True)
@@ -100,8 +112,56 @@ class FileKeySource:
         return WatermarkKey.read_key_file(path)
 
 
+class KeySecret(BaseModel):
+    """The watermark key secret's JSON: the key that marks and every retired key, newest first.
+
+    ``{"current": "<64 hex>", "previous": ["<64 hex>", ...]}``. A secret that is 64 hex
+    characters alone (the template's first value, and secrets made before key history) reads
+    as a current key with no history.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    current: str = Field(pattern=HEX_KEY_PATTERN)
+    """Marks new audio."""
+
+    previous: tuple[str, ...] = Field(default=(), max_length=MAX_KEY_HISTORY)
+    """Retired keys, newest first: every one still verifies."""
+
+    @classmethod
+    def parse(cls, value: str) -> KeySecret:
+        """The secret's text as a ``KeySecret`` (``KeyError_`` that never echoes the value)."""
+        text = value.strip()
+        if not text.startswith("{"):
+            text = json.dumps({"current": text})
+        try:
+            secret = cls.model_validate_json(text)
+            for item in secret.previous:
+                WatermarkKey.from_hex(item)
+        except (ValidationError, KeyError_):
+            raise KeyError_("the watermark key secret must be 64 hex characters or JSON "
+                            '{"current": hex, "previous": [hex, ...]}') from None
+        return secret
+
+    def rotated(self, new: WatermarkKey) -> KeySecret:
+        """The next value: ``new`` marks, the current key heads the history (none dropped)."""
+        history = (self.current, *(k for k in self.previous if k != self.current))
+        if len(history) > MAX_KEY_HISTORY:
+            raise KeyError_(f"the key history holds at most {MAX_KEY_HISTORY} retired keys; "
+                            "retire the oldest by hand (audio marked under it stops verifying)")
+        return KeySecret(current=new.to_hex(), previous=history)
+
+    def keyring(self) -> KeyRing:
+        return KeyRing(WatermarkKey.from_hex(self.current),
+                       tuple(WatermarkKey.from_hex(k) for k in self.previous))
+
+    def to_json(self) -> str:
+        return json.dumps({"current": self.current, "previous": list(self.previous)})
+
+
 class SecretsManagerKeySource:
-    """Keys from an AWS Secrets Manager secret (AWSCURRENT marks, AWSPREVIOUS verifies).
+    """Keys from an AWS Secrets Manager secret: AWSCURRENT's ``current`` marks; its history
+    (``previous``, newest first), then AWSPREVIOUS's keys, verify.
 
     Parameters
     ----------
@@ -134,9 +194,14 @@ class SecretsManagerKeySource:
             if previous is None:
                 self._no_previous_until = time.monotonic() + self._max_age
         assert current is not None
-        return KeyRing(current, () if previous is None else (previous,))
+        ring = current.keyring()
+        if previous is None:
+            return ring
+        # A rotation that did not append to the history still leaves the last key verifying.
+        older = previous.keyring().accepted
+        return KeyRing(ring.current, ring.previous + older)
 
-    def _fetch(self, provider: Any, stage: str, *, required: bool) -> WatermarkKey | None:
+    def _fetch(self, provider: Any, stage: str, *, required: bool) -> KeySecret | None:
         from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
         try:
@@ -146,15 +211,64 @@ class SecretsManagerKeySource:
                 return None
             raise Unavailable("the watermark key cannot be read from the secret store") from None
         if not isinstance(value, str):
-            raise KeyError_("the watermark key secret must be a string of 64 hex characters")
+            raise KeyError_("the watermark key secret must be a string")
         try:
-            return WatermarkKey.from_hex(value)
-        except KeyError_:
-            raise KeyError_(
-                f"the watermark key secret's {stage} version is not 64 hex characters") from None
+            return KeySecret.parse(value)
+        except KeyError_ as err:
+            raise KeyError_(f"the watermark key secret's {stage} version: {err.message}") from None
 
 
 def _is_missing_stage(exc: Exception) -> bool:
     """A secret without an AWSPREVIOUS version (never rotated) is not an error."""
     text = str(exc)
     return "ResourceNotFoundException" in text or "VersionStage" in text
+
+
+# --- rotation (Secrets Manager's four-step protocol; the template's KeyRotationFunction) ---------
+
+ROTATION_STEPS: Final = ("createSecret", "setSecret", "testSecret", "finishSecret")
+
+
+def rotate(client: Any, secret_id: str, token: str, step: str) -> None:
+    """One step of a Secrets Manager rotation of the watermark key secret: ``createSecret``
+    stores a new key as AWSPENDING with the current key pushed onto the history (newest first,
+    nothing dropped), ``testSecret`` checks that the history holds the current key, and
+    ``finishSecret`` makes it AWSCURRENT. ``setSecret`` has nothing to do (no other service
+    holds the key). Each step may run again (Secrets Manager retries them)."""
+    if step not in ROTATION_STEPS:
+        raise KeyError_(f"unknown rotation step; expected one of {', '.join(ROTATION_STEPS)}")
+    stages = client.describe_secret(SecretId=secret_id).get("VersionIdsToStages", {})
+    if "AWSCURRENT" in stages.get(token, ()):
+        return  # this version is already current: a retried step after the rotation finished
+    if step == "createSecret":
+        _create_pending(client, secret_id, token)
+    elif step == "testSecret":
+        pending = _value(client, secret_id, VersionId=token, VersionStage="AWSPENDING")
+        current = _value(client, secret_id, VersionStage="AWSCURRENT")
+        if pending.previous[:1] != (current.current,):
+            raise KeyError_("the pending key secret does not keep the current key in its history")
+    elif step == "finishSecret":
+        current_version = next(v for v, s in stages.items() if "AWSCURRENT" in s)
+        client.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSCURRENT",
+                                           MoveToVersionId=token,
+                                           RemoveFromVersionId=current_version)
+        log.info("watermark key rotated")
+
+
+def _create_pending(client: Any, secret_id: str, token: str) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        _value(client, secret_id, VersionId=token, VersionStage="AWSPENDING")
+        return  # made by an earlier try of this step
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+    current = _value(client, secret_id, VersionStage="AWSCURRENT")
+    client.put_secret_value(SecretId=secret_id, ClientRequestToken=token,
+                            SecretString=current.rotated(WatermarkKey.generate()).to_json(),
+                            VersionStages=["AWSPENDING"])
+
+
+def _value(client: Any, secret_id: str, **version: str) -> KeySecret:
+    return KeySecret.parse(client.get_secret_value(SecretId=secret_id, **version)["SecretString"])

@@ -15,6 +15,13 @@ the body is wanted). Refusals and failures carry the handler's JSON error shape.
 loaded before the server listens; without AWS settings the local parts answer (SQLite and the key
 file in ``VOXPROOF_STATE_DIR``), and records say ``entry_point: serve``.
 
+Exposure: a request whose ``Host`` is not the address the server listens on (by IP, or
+``localhost`` on a loopback or wildcard bind) is refused with a JSON 403 ``host_not_allowed``
+before its body is read, so a web page cannot reach the server through a DNS name it rebinds to
+127.0.0.1. Listening on anything but loopback logs a warning (the server has no authentication).
+On loopback only, the local user is the auditor: ``POST /v1/verify/detailed`` answers, as
+``voxproof verify --json`` does; elsewhere it is refused.
+
 Example:
     voxproof serve --port 8080 &
     curl -s localhost:8080/v1/health
@@ -26,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import threading
@@ -41,7 +49,13 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 from werkzeug.serving import make_server as _werkzeug_server
 from werkzeug.wrappers import Request, Response
 
-from voxproof.errors import LengthRequired, RequestError, RequestTooLarge, VoxproofError
+from voxproof.errors import (
+    Forbidden,
+    LengthRequired,
+    RequestError,
+    RequestTooLarge,
+    VoxproofError,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -55,6 +69,9 @@ BINARY_MEDIA_TYPES: Final = ("audio/", "application/octet-stream")
 STAGE: Final = "local"
 API_ID: Final = "local"
 """The ``requestContext.apiId`` of every event (the handler's ``LOCAL_API_ID``)."""
+LOCAL_AUDITOR: Final = "voxproofLocalAuditor"
+"""The ``requestContext.authorizer`` flag set when the server listens on loopback only (the
+handler's ``routes.base.LOCAL_AUDITOR``): the local user may have the detailed verify answer."""
 SOCKET_TIMEOUT_S: Final = 30.0
 """A client that sends nothing for this long is dropped (no slow-loris hold on a thread)."""
 
@@ -84,9 +101,16 @@ class LocalContext:
 # --- events and proxy responses (pure) -----------------------------------------------------
 
 
+class HostNotAllowed(Forbidden):
+    """The request names another host than the one this server listens on (DNS rebinding)."""
+
+    code = "host_not_allowed"
+
+
 def to_event(method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes, *,
-             client_ip: str, request_id: str) -> dict[str, Any]:
-    """The API Gateway REST proxy event for one HTTP request (``target``: path and query)."""
+             client_ip: str, request_id: str, local_auditor: bool = False) -> dict[str, Any]:
+    """The API Gateway REST proxy event for one HTTP request (``target``: path and query);
+    ``local_auditor`` (the server listens on loopback only) lets the local user audit."""
     url = urlsplit(target)
     path = url.path or "/"
     single: dict[str, str] = {}
@@ -120,6 +144,7 @@ def to_event(method: str, target: str, headers: Iterable[tuple[str, str]], body:
             "protocol": "HTTP/1.1",
             "identity": {"sourceIp": client_ip, "userAgent": user_agent, "apiKeyId": None,
                          "userArn": None},
+            **({"authorizer": {LOCAL_AUDITOR: True}} if local_auditor else {}),
         },
         "body": (base64.b64encode(body).decode() if binary else body.decode("utf-8", "replace"))
         if body else None,
@@ -155,11 +180,76 @@ class _ProxyResponse(Response):
     default_mimetype = None  # the handler's headers say what the body is
 
 
-class ApiApp:
-    """WSGI app: HTTP in, API Gateway events to ``handler``, one at a time; HTTP out."""
+@dataclass(frozen=True)
+class Binding:
+    """Where the server listens, and so which ``Host`` headers name it."""
 
-    def __init__(self, handler: Handler) -> None:
+    host: str
+    """The address given to listen on (an IP, a wildcard such as 0.0.0.0, or a name)."""
+    port: int
+    """The port it listens on (the real one when 0 was asked)."""
+
+    @property
+    def loopback(self) -> bool:
+        """Only this machine can connect."""
+        ip = _ip(self.host)
+        return self.host.lower() == "localhost" or (ip is not None and ip.is_loopback)
+
+    @property
+    def wildcard(self) -> bool:
+        ip = _ip(self.host)
+        return self.host == "" or (ip is not None and ip.is_unspecified)
+
+    def allows(self, host_header: str | None) -> bool:
+        """True when ``host_header`` names this server: its port, and its address (any IP
+        literal on a wildcard bind; ``localhost`` on loopback and wildcard binds; loopback IPs
+        when bound to ``localhost``). Names that DNS could point anywhere never pass."""
+        name, port = _split_host(host_header or "")
+        if name is None or port != self.port:
+            return False
+        bound, ip = self.host.lower().strip("[]"), _ip(name)
+        if name == bound or (name == "localhost" and (self.loopback or self.wildcard)):
+            return True
+        if ip is not None and self.wildcard:
+            return True
+        return ip is not None and ip.is_loopback and bound == "localhost"
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _split_host(value: str) -> tuple[str | None, int]:
+    """``Host`` as (lower-case name without brackets, port; 80 when absent)."""
+    value = value.strip().lower()
+    if not value:
+        return None, 0
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ("" if not rest else "x")
+    elif value.count(":") == 1:
+        name, _, port_text = value.partition(":")
+    elif ":" in value:
+        return None, 0  # a bare IPv6 literal without brackets is not a valid Host
+    else:
+        name, port_text = value, ""
+    if not port_text:
+        return name, 80
+    return (name, int(port_text)) if port_text.isascii() and port_text.isdigit() else (None, 0)
+
+
+class ApiApp:
+    """WSGI app: HTTP in, API Gateway events to ``handler``, one at a time; HTTP out.
+
+    With a ``binding`` (``make_server`` sets it), requests whose ``Host`` does not name it are
+    refused before their body is read, and on loopback the local user may audit."""
+
+    def __init__(self, handler: Handler, binding: Binding | None = None) -> None:
         self.handler = handler
+        self.binding = binding
         self._lock = threading.Lock()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -167,6 +257,7 @@ class ApiApp:
         request = _ApiRequest(environ)
         request_id = str(uuid.uuid4())
         try:
+            self._check_host(request.headers.get("Host"))
             body = _read_body(request)
         except VoxproofError as err:
             response = _error(err)
@@ -177,10 +268,17 @@ class ApiApp:
                  response.status_code, time.monotonic() - started)
         return response(environ, start_response)
 
+    def _check_host(self, host: str | None) -> None:
+        if self.binding is not None and not self.binding.allows(host):
+            raise HostNotAllowed(
+                f"this server answers requests for its own address only "
+                f"({self.binding.host}:{self.binding.port}, or localhost), not the Host sent")
+
     def _invoke(self, request: Request, body: bytes, request_id: str) -> Response:
         event = to_event(request.method, request.environ.get("RAW_URI") or request.full_path,
                          request.headers.items(), body, client_ip=request.remote_addr or "",
-                         request_id=request_id)
+                         request_id=request_id,
+                         local_auditor=self.binding is not None and self.binding.loopback)
         try:
             with self._lock:  # one event at a time, as in one Lambda container
                 proxy = self.handler(event, LocalContext(aws_request_id=request_id))
@@ -265,15 +363,24 @@ class _RequestHandler(WSGIRequestHandler):
         return  # ApiApp logs one line per request
 
 
-def make_app(handler: Handler) -> ApiApp:
-    """The WSGI app that serves ``handler`` (any WSGI server can run it)."""
-    return ApiApp(handler)
+def make_app(handler: Handler, binding: Binding | None = None) -> ApiApp:
+    """The WSGI app that serves ``handler`` (any WSGI server can run it; give the ``binding``
+    it listens on to have ``Host`` checked)."""
+    return ApiApp(handler, binding)
 
 
 def make_server(host: str, port: int, handler: Handler) -> BaseWSGIServer:
-    """werkzeug's threaded server for ``handler`` on ``host:port`` (0 picks a free port)."""
-    return _werkzeug_server(host, port, make_app(handler), threaded=True,
-                            request_handler=_RequestHandler)
+    """werkzeug's threaded server for ``handler`` on ``host:port`` (0 picks a free port),
+    answering only requests whose ``Host`` names it; warns when it is not loopback only."""
+    app = make_app(handler)
+    server = _werkzeug_server(host, port, app, threaded=True, request_handler=_RequestHandler)
+    app.binding = Binding(host, server.server_address[1])
+    if not app.binding.loopback:
+        log.warning("voxproof serve listens on %s, not loopback: anyone who can reach this "
+                    "address can speak and verify with this machine's key and records (the "
+                    "server has no authentication); use --host 127.0.0.1 unless that is meant",
+                    host or "every address")
+    return server
 
 
 def server_url(server: BaseWSGIServer) -> str:

@@ -30,7 +30,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -40,7 +40,8 @@ from voxproof.deadline import Deadline
 from voxproof.errors import DeadlineExceeded, Unavailable, VoxproofError
 from voxproof.keyring import KeyRing, KeySource
 from voxproof.provenance import ProvenanceRecord, RecordExists, Registry, text_hash
-from voxproof.watermark import Detection, detect, embed
+from voxproof.watermark import TAG_BITS, Detection, detect, embed
+from voxproof.watermark.detect import MAX_ATTEMPTS
 
 if TYPE_CHECKING:  # the voice stack is imported by whoever loads a voice, never by verify
     from voxproof.voice import Speech, Voice
@@ -107,6 +108,11 @@ class SpeechResult:
         return audio.encode(self.samples, self.sample_rate, "wav")
 
 
+#: The record's fields the public verify answer shows: when, which voice and model.
+PUBLIC_RECORD_FIELDS: Final = ("schema_version", "record_id", "created_at", "voice",
+                               "model_manifest_sha256", "sample_rate", "duration_s")
+
+
 @dataclass(frozen=True, eq=False)
 class VerifyReport:
     """What verify says about one piece of audio."""
@@ -138,7 +144,43 @@ class VerifyReport:
             return "not_found"
         return "recorded" if self.record is not None else "marked"
 
+    @property
+    def confidence_level(self) -> str:
+        """The coarse verdict the public view gives instead of scores: ``high`` when a mark's
+        keyed tag verified (P(false positive) <= 13 x k x 2^-24 for k keys), else ``none``."""
+        return "high" if self.found else "none"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The public verify answer: a verdict, never an oracle. Found or not, the record id,
+        when and with which voice and model it was made, that it is AI-generated, and a coarse
+        confidence; no score, p_false, segments, speed, key id, or the record's caller,
+        request, job or text hash (those are ``detailed_dict``, for auditors)."""
+        record = None
+        if self.record is not None:
+            full = self.record.public_dict()
+            record = {name: full[name] for name in PUBLIC_RECORD_FIELDS}
+        return {
+            "found": self.found,
+            "verdict": self.verdict,
+            "record_id": self.detection.to_dict()["record_id"],
+            "ai_generated": True if self.found else None,
+            "confidence_level": self.confidence_level,
+            "duration_s": round(self.duration_s, 3),
+            "sample_rate": self.sample_rate,
+            "record": record,
+            "unchecked": list(self.unchecked),
+        }
+
+    def detailed_dict(self) -> dict[str, Any]:
+        """The auditor's answer: everything ``to_dict`` says (scores, segments, the full
+        record with its caller) plus the public view's ``ai_generated`` and
+        ``confidence_level``, so every public field is in it with the same meaning."""
+        return {**self.to_dict(), "ai_generated": True if self.found else None,
+                "confidence_level": self.confidence_level}
+
     def to_dict(self) -> dict[str, Any]:
+        """The full report, as ``voxproof verify --json`` prints it (the local user is the
+        auditor)."""
         body = self.detection.to_dict()
         body.pop("windows", None)
         body.update(
@@ -262,7 +304,8 @@ class Service:
         with self._step("keys"):
             accepted = self.keys.keyring().accepted
         with self._step("detect"):
-            found = detect(clip.samples, clip.sample_rate, accepted)
+            found = with_key_bound(detect(clip.samples, clip.sample_rate, accepted),
+                                   len(accepted))
         with self._step("lookup"):
             record, unchecked = self._look_up(found)
         return VerifyReport(found, record, clip.duration_s, clip.sample_rate, unchecked)
@@ -285,6 +328,17 @@ _UNREACHABLE: Final = "the provenance registry could not be reached: the record 
 _NO_RECORD: Final = ("no record with this id in this registry: the mark and its key are genuine, "
                      "but the record lives elsewhere or was lost")
 _OTHER_KEY: Final = "the registry's record names another key than the one that matched"
+
+
+def with_key_bound(found: Detection, keys: int) -> Detection:
+    """``found`` with the false-positive bound of the whole search over ``keys`` keys: a mark
+    is tried under every key in force (the history too, newest first), at most
+    ``MAX_ATTEMPTS`` decodes each, so P(false positive) <= 13 x k x 2^-24 per file, whichever
+    key matched."""
+    if not found.found:
+        return found  # detect's bound already counts every attempt made under every key
+    return replace(found, p_false=max(found.p_false,
+                                      min(1.0, MAX_ATTEMPTS * keys * 2.0**-TAG_BITS)))
 
 
 def local_caller(entry_point: str = "cli") -> Caller:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from voxproof.voice.pins import DEFAULT_MANIFEST_SHA256
 
@@ -117,6 +117,23 @@ class Settings(BaseSettings):
 
     presigned_url_ttl_s: int = 900
     """Lifetime of presigned output URLs."""
+
+    auditor_principals: Annotated[tuple[str, ...], NoDecode] = ()
+    """IAM principals (ARNs; ``*`` and ``?`` match as in shell patterns, e.g.
+    ``arn:aws:sts::123456789012:assumed-role/VoxproofAuditor/*``) that get the detailed verify
+    answer at ``POST /v1/verify/detailed``, comma-separated in the environment. The principal
+    is the one API Gateway authenticated (SigV4), never a header. Empty: nobody does."""
+
+    bucket_owner: str | None = Field(default=None, pattern=r"^[0-9]{12}$")
+    """The account id that must own the buckets (S3's ``ExpectedBucketOwner`` on every call;
+    template: the stack's account). Unset locally and in tests without an account."""
+
+    @field_validator("auditor_principals", mode="before")
+    @classmethod
+    def _split_principals(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
 
     @model_validator(mode="after")
     def _fill_key_file(self) -> Settings:

@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import StaticKeys
 from lambda_runtime import api_gateway_event
 from voxproof import errors, provenance, service
 from voxproof.batch import exceptions as batch_exceptions
 from voxproof.handlers.rest import Handler, api_runtime, make_handler
+from voxproof.keyring import KeyRing
 from voxproof.runtime import AwsClients, Runtime
 from voxproof.settings import Settings
+from voxproof.watermark import WatermarkKey
 
 
 class Context:
@@ -38,7 +41,10 @@ class Context:
 
 
 class Raising:
-    """A service stand-in whose every use case raises ``exc``."""
+    """A service stand-in whose every use case raises ``exc`` (its keys are real: verify bounds
+    the audio by how many keys it will search)."""
+
+    keys = StaticKeys(KeyRing(WatermarkKey.from_hex("5e" * 32)))
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
@@ -121,3 +127,12 @@ def test_validation_messages_name_the_field_but_never_echo_the_input(tmp_path):
         assert body["error"]["message"].startswith(f"{field}: ")
         assert body["error"]["details"]["field"] == field
         assert secret not in json.dumps(body)
+
+
+def test_verify_accepts_less_audio_the_more_keys_it_must_search():
+    from voxproof.deadline import Deadline
+    from voxproof.handlers.routes.verify import EXTRA_KEY_COST, _verify_limits
+
+    one = _verify_limits(Deadline.after(20), 1).max_duration_s
+    four = _verify_limits(Deadline.after(20), 4).max_duration_s
+    assert four == pytest.approx(one / (1 + 3 * EXTRA_KEY_COST), rel=0.01) and four < one

@@ -43,6 +43,7 @@ LONG = ("This longer passage is spoken for the output bucket. Its audio is too l
         "The watermark still names the record.")
 INLINE_MAX = 200_000
 KEY = WatermarkKey.generate()
+AUDITOR = "arn:aws:iam::123456789012:user/auditor"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -104,6 +105,7 @@ def runtime(stack: Stack, xray: XRayDaemon, tmp_path_factory: pytest.TempPathFac
         "VOXPROOF_STATE_DIR": str(state),
         "VOXPROOF_PRELOAD_VOICE": "true",
         "VOXPROOF_INLINE_AUDIO_MAX_BYTES": str(INLINE_MAX),
+        "VOXPROOF_AUDITOR_PRINCIPALS": AUDITOR,
         "VOXPROOF_TORCH_THREADS": "2",
         "POWERTOOLS_TRACE_DISABLED": "false",
         "POWERTOOLS_SERVICE_NAME": "voxproof",
@@ -148,7 +150,8 @@ def test_health_names_voice_layer_and_the_secrets_key_id_never_the_key(runtime):
     assert health["status"] == "ok" and health["voice_loaded"] is True  # preloaded at init
     assert health["voice"] == "en_US-joe-medium"
     assert re.fullmatch(r"[0-9a-f]{64}", health["model_manifest_sha256"])
-    assert health["key_ids"] == [KEY.key_id]  # from Secrets Manager on moto
+    assert health["checks"]["keys"] == "ok"  # read from Secrets Manager on moto
+    assert "key_ids" not in health and KEY.key_id not in response["body"]  # open route: no ids
     assert "placeholder" not in health
     assert KEY.to_hex() not in response["body"]
 
@@ -174,7 +177,17 @@ def test_speech_is_recorded_in_dynamodb_and_verify_finds_that_record(runtime, st
     assert response["statusCode"] == 200
     assert report["found"] and report["verdict"] == "recorded"
     assert report["record_id"] == speech["record_id"]
+    assert "request_id" not in report["record"] and "score" not in report  # the public answer
+
+    # The auditor's answer: an IAM principal API Gateway authenticated, named by the settings.
+    event = api_gateway_event("POST", "/v1/verify/detailed", headers={"Content-Type": "audio/wav"},
+                              raw_body=wav, api_key_id=None)
+    event["requestContext"]["identity"]["userArn"] = AUDITOR
+    _, response = call(runtime, event)
+    report = body_of(response)
+    assert response["statusCode"] == 200, report
     assert report["record"]["request_id"] == stored["request_id"]
+    assert report["record"]["caller"] == "apikey:smoke-key-id" and report["segments"]
 
 
 def test_logs_are_json_with_request_ids_and_never_the_text_or_the_key(runtime):

@@ -39,24 +39,28 @@ class ResultStore:
         A boto3 S3 client (built by the caller).
     bucket:
         The output bucket.
+    owner:
+        The account that must own it: every call names it (``ExpectedBucketOwner``).
     """
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, *, owner: str | None = None) -> None:
         self._s3 = client
         self.bucket = bucket
+        self._owner: dict[str, str] = {"ExpectedBucketOwner": owner} if owner else {}
 
     def put_audio(self, keys: ResultKeys, wav: bytes, *, job_id: str, record_id: str) -> str | None:
         """Write the WAV; returns its version id (None in an unversioned bucket)."""
         out = self._call(self._s3.put_object, Bucket=self.bucket, Key=keys.audio, Body=wav,
                          ContentType="audio/wav",
-                         Metadata={"job-id": job_id, "record-id": record_id})
+                         Metadata={"job-id": job_id, "record-id": record_id}, **self._owner)
         return out.get("VersionId")
 
     def put_result(self, keys: ResultKeys, result: JobResult) -> None:
         """Write the done marker (after the audio)."""
         self._call(self._s3.put_object, Bucket=self.bucket, Key=keys.result,
                    Body=result.model_dump_json(indent=2).encode(),
-                   ContentType="application/json", Metadata={"job-id": result.job_id})
+                   ContentType="application/json", Metadata={"job-id": result.job_id},
+                   **self._owner)
 
     def put_error(self, keys: ResultKeys, body: dict[str, Any]) -> bool:
         """Write the error object unless an identical one is there; True when written (a
@@ -65,24 +69,25 @@ class ResultStore:
         if self._read(keys.error) == data:
             return False
         self._call(self._s3.put_object, Bucket=self.bucket, Key=keys.error, Body=data,
-                   ContentType="application/json")
+                   ContentType="application/json", **self._owner)
         return True
 
     def clear_error(self, keys: ResultKeys) -> None:
         """Remove a stale error object (only if there is one: no delete markers for nothing)."""
         if self._exists(keys.error):
-            self._call(self._s3.delete_object, Bucket=self.bucket, Key=keys.error)
+            self._call(self._s3.delete_object, Bucket=self.bucket, Key=keys.error, **self._owner)
 
     def put_json(self, key: str, body: dict[str, Any]) -> None:
         """Write a JSON object (job-file reports)."""
         self._call(self._s3.put_object, Bucket=self.bucket, Key=key,
-                   Body=json.dumps(body, indent=2).encode(), ContentType="application/json")
+                   Body=json.dumps(body, indent=2).encode(), ContentType="application/json",
+                   **self._owner)
 
     # --- steps ------------------------------------------------------------------------------
 
     def _read(self, key: str) -> bytes | None:
         try:
-            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return self._s3.get_object(Bucket=self.bucket, Key=key, **self._owner)["Body"].read()
         except aws_errors() as exc:
             if s3_fault(exc) is S3Fault.MISSING:
                 return None
@@ -90,7 +95,7 @@ class ResultStore:
 
     def _exists(self, key: str) -> bool:
         try:
-            self._s3.head_object(Bucket=self.bucket, Key=key)
+            self._s3.head_object(Bucket=self.bucket, Key=key, **self._owner)
         except aws_errors() as exc:
             if s3_fault(exc) is S3Fault.MISSING:
                 return False
@@ -140,11 +145,14 @@ class JobFileReader:
         A boto3 S3 client.
     bucket:
         The input bucket: the only one job files are read from.
+    owner:
+        The account that must own it (``ExpectedBucketOwner`` on every read).
     """
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, *, owner: str | None = None) -> None:
         self._s3 = client
         self.bucket = bucket
+        self._owner: dict[str, str] = {"ExpectedBucketOwner": owner} if owner else {}
 
     def read(self, source: JobFileSource, *, max_bytes: int) -> bytes | None:
         """The file's bytes, or None when that version is gone (deleted, or replaced in an
@@ -159,7 +167,8 @@ class JobFileReader:
         where: dict[str, str] = ({"VersionId": source.version_id} if source.version_id
                                  else {"IfMatch": f'"{source.etag}"'} if source.etag else {})
         try:
-            body = self._s3.get_object(Bucket=source.bucket, Key=source.key, **where)["Body"]
+            body = self._s3.get_object(Bucket=source.bucket, Key=source.key, **where,
+                                       **self._owner)["Body"]
             data = body.read(max_bytes + 1)
             body.close()
         except aws_errors() as exc:

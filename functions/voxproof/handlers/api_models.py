@@ -149,8 +149,49 @@ class RecordBody(ProvenanceRecord):
     record_id: str = Field(pattern=r"^[0-9a-f]{10}$")  # type: ignore[assignment]
 
 
+class PublicRecord(_Response):
+    """The record as the public verify answer shows it: when, which voice and model (never its
+    key, caller, request, job or text hash)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    schema_version: int
+    record_id: str = Field(pattern=r"^[0-9a-f]{10}$")
+    created_at: str
+    """When the audio was made (ISO 8601, UTC)."""
+    voice: str
+    model_manifest_sha256: str
+    """The model layer's pinned manifest digest: which model spoke."""
+    sample_rate: int
+    duration_s: float
+
+
+class VerifyPublicResponse(_Response):
+    """``POST /v1/verify``: a verdict, not a measurement (no scores, segments or caller: the
+    detailed answer is for auditors, ``POST /v1/verify/detailed``)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    found: bool
+    """A mark whose keyed tag verified under one of the deployment's keys."""
+    verdict: Literal["recorded", "marked", "not_found"]
+    record_id: str | None
+    ai_generated: bool | None
+    """True when found: everything this service marks is synthesized speech. None otherwise
+    (no mark is no evidence either way)."""
+    confidence_level: Literal["high", "none"]
+    """``high``: a mark's tag verified (P(false positive) <= 13 x k x 2^-24 for k keys);
+    ``none``: nothing found."""
+    duration_s: float
+    sample_rate: int
+    record: PublicRecord | None
+    unchecked: list[str]
+    """What could not be checked, in words (e.g. the registry was unreachable)."""
+
+
 class VerifyResponse(_Response):
-    """What the mark says, and the record it names when this deployment holds it."""
+    """What the mark says, and the record it names when this deployment holds it: the detailed
+    answer (``POST /v1/verify/detailed``, auditors; ``voxproof verify --json`` locally)."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
@@ -172,9 +213,16 @@ class VerifyResponse(_Response):
     record: RecordBody | None
     unchecked: list[str]
     """What could not be checked, in words (e.g. the registry was unreachable)."""
+    ai_generated: bool | None = None
+    """As in the public answer (absent from ``voxproof verify --json``)."""
+    confidence_level: Literal["high", "none"] | None = None
+    """As in the public answer (absent from ``voxproof verify --json``)."""
 
 
 class HealthResponse(_Response):
+    """Whether this container can answer: version, voice, layer digest, checks (``keys``:
+    readable or an error code). No key ids: the route is open to anyone."""
+
     status: Literal["ok", "degraded"]
     version: str
     voice: str | None
@@ -182,8 +230,6 @@ class HealthResponse(_Response):
     model_manifest_sha256: str
     """The pinned manifest digest: the only model layer this deployment loads."""
     voice_loaded: bool
-    key_ids: list[str] | None
-    """Public ids of the keys in force, current first (None if the key store is unreachable)."""
     checks: dict[str, str]
 
 

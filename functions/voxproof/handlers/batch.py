@@ -92,7 +92,8 @@ class BatchRuntime:
         """The batch parts for ``settings`` (AWS clients from one boto3 session)."""
         runtime = lambda_runtime(settings, max_chars=settings.max_text_chars_batch)
         s3 = runtime.aws("s3")
-        store = ResultStore(s3, _required(settings.output_bucket, "OUTPUT_BUCKET"))
+        store = ResultStore(s3, _required(settings.output_bucket, "OUTPUT_BUCKET"),
+                            owner=settings.bucket_owner)
         idempotency = Idempotency(_required(settings.idempotency_table, "IDEMPOTENCY_TABLE"),
                                   runtime.aws("dynamodb"),
                                   expires_after_s=settings.job_idempotency_expiry_s)
@@ -101,7 +102,8 @@ class BatchRuntime:
         if settings.input_bucket and settings.jobs_queue_url:
             limits = JobFileLimits(settings.max_job_file_bytes, settings.max_job_file_lines,
                                    settings.max_text_chars_batch)
-            job_files = JobFileIntake(JobFileReader(s3, settings.input_bucket),
+            job_files = JobFileIntake(JobFileReader(s3, settings.input_bucket,
+                                                    owner=settings.bucket_owner),
                                       JobQueue(runtime.aws("sqs"), settings.jobs_queue_url),
                                       store, limits, idempotency)
         return cls(runtime, idempotency, jobs, job_files)

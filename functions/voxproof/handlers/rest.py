@@ -2,7 +2,8 @@
 
 Routes (Powertools' ``APIGatewayRestResolver`` with request validation, one ``Router`` per
 concern in ``voxproof.handlers.routes``; the OpenAPI document is generated from ``api_models``):
-``POST /v1/speech``, ``POST /v1/verify``, ``GET /v1/health`` and ``GET /v1/openapi.json``.
+``POST /v1/speech``, ``POST /v1/verify`` (the public answer), ``POST /v1/verify/detailed`` (the
+auditors' answer), ``GET /v1/health`` and ``GET /v1/openapi.json``.
 
 ``make_handler(runtime)`` is the Lambda handler for one runtime: ``voxproof.handlers.api`` makes
 the container's, tests make their own. Before each request it puts the runtime and the
@@ -63,6 +64,7 @@ from voxproof.settings import Settings
 ROUTES: Final = {
     "/v1/speech": ("POST",),
     "/v1/verify": ("POST",),
+    "/v1/verify/detailed": ("POST",),
     "/v1/health": ("GET",),
     "/v1/openapi.json": ("GET",),
 }
@@ -70,6 +72,7 @@ ROUTES: Final = {
 #: (a JSON escape per UTF-16 unit) is 12 KB. Verify: the largest audio accepted, base64-encoded,
 #: plus room for a JSON wrapper (the binary body is counted decoded).
 SPEECH_BODY_MAX_BYTES: Final = 64 * 1024
+VERIFY_PATHS: Final = ("/v1/verify", "/v1/verify/detailed")
 VERIFY_BODY_MAX_BYTES: Final = (DEFAULT_LIMITS.max_bytes + 2) // 3 * 4 + 64 * 1024
 #: The API's S3 client: a slow bucket must not use up a 29 s request.
 S3_CONFIG: Final = {"retries": {"max_attempts": 3, "mode": "standard"},
@@ -132,14 +135,15 @@ def openapi_document(app: APIGatewayRestResolver) -> dict[str, Any]:
     ))
     schema = VerifyJsonRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     doc["components"]["schemas"]["VerifyJsonRequest"] = schema
-    doc["paths"]["/v1/verify"]["post"]["requestBody"] = {
-        "required": True,
-        "content": {
-            JSON_TYPE: {"schema": {"$ref": "#/components/schemas/VerifyJsonRequest"}},
-            "audio/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
+    for path in VERIFY_PATHS:
+        doc["paths"][path]["post"]["requestBody"] = {
+            "required": True,
+            "content": {
+                JSON_TYPE: {"schema": {"$ref": "#/components/schemas/VerifyJsonRequest"}},
+                "audio/*": {"schema": {"type": "string", "format": "binary"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
     return doc
 
 
@@ -147,7 +151,7 @@ def _check_request(event: dict[str, Any]) -> None:
     """What is refused before anything parses the body: its size, and speech that is not JSON
     (Powertools would read a form body; curl sends one unless told otherwise)."""
     path = event.get("path")
-    limit = VERIFY_BODY_MAX_BYTES if path == "/v1/verify" else SPEECH_BODY_MAX_BYTES
+    limit = VERIFY_BODY_MAX_BYTES if path in VERIFY_PATHS else SPEECH_BODY_MAX_BYTES
     size = http.body_size(event)
     if size > limit:
         raise RequestTooLarge(f"the body is {size} bytes; this route accepts at most {limit}",

@@ -3,7 +3,8 @@ presigned URL comes back); verify reads uploads from the input bucket, only unde
 
 Errors never name a bucket, an endpoint or boto's own message: a missing or forbidden object is
 ``NotFound``, a key outside ``verify/`` is ``Forbidden``, anything else S3 answers (or fails to)
-is ``Unavailable``. The boto3 client comes from the caller.
+is ``Unavailable``. The boto3 client comes from the caller; given the account id that owns the
+buckets, every call checks it (``ExpectedBucketOwner``).
 
 Example:
     >>> inputs = InputBucket("bucket", client=None)
@@ -24,11 +25,14 @@ SPEECH_PREFIX: Final = "speech/"
 VERIFY_PREFIX: Final = "verify/"
 
 class _Bucket:
-    """One bucket through one boto3 ``s3`` client."""
+    """One bucket through one boto3 ``s3`` client; with ``owner`` (an account id), every call
+    names it as ``ExpectedBucketOwner``, so a bucket of the same name in another account (a
+    deleted bucket's name taken by someone else) is never read or written."""
 
-    def __init__(self, bucket: str, client: Any) -> None:
+    def __init__(self, bucket: str, client: Any, *, owner: str | None = None) -> None:
         self._bucket = bucket
         self._client = client
+        self._owner: dict[str, str] = {"ExpectedBucketOwner": owner} if owner else {}
 
 
 class OutputBucket(_Bucket):
@@ -42,10 +46,15 @@ class OutputBucket(_Bucket):
         A boto3 ``s3`` client.
     url_ttl_s:
         Lifetime of the presigned URLs.
+    owner:
+        The account that must own the bucket (``ExpectedBucketOwner``). The presigned URL does
+        not carry it (its downloader would have to send the header); the upload it points to
+        was checked.
     """
 
-    def __init__(self, bucket: str, client: Any, *, url_ttl_s: int) -> None:
-        super().__init__(bucket, client)
+    def __init__(self, bucket: str, client: Any, *, url_ttl_s: int,
+                 owner: str | None = None) -> None:
+        super().__init__(bucket, client, owner=owner)
         self.url_ttl_s = url_ttl_s
 
     def put_speech(self, record_id_hex: str, wav: bytes) -> str:
@@ -53,7 +62,8 @@ class OutputBucket(_Bucket):
         key = f"{SPEECH_PREFIX}{record_id_hex}.wav"
         try:
             self._client.put_object(Bucket=self._bucket, Key=key, Body=wav,
-                                    ContentType="audio/wav", Metadata={"record-id": record_id_hex})
+                                    ContentType="audio/wav", Metadata={"record-id": record_id_hex},
+                                    **self._owner)
             return self._client.generate_presigned_url(
                 "get_object", Params={"Bucket": self._bucket, "Key": key},
                 ExpiresIn=self.url_ttl_s)
@@ -78,12 +88,12 @@ class InputBucket(_Bucket):
         """The object's bytes; ``AudioTooLarge`` past ``max_bytes`` (checked before reading)."""
         self.check_key(key)
         try:
-            head = self._client.head_object(Bucket=self._bucket, Key=key)
+            head = self._client.head_object(Bucket=self._bucket, Key=key, **self._owner)
             if int(head["ContentLength"]) > max_bytes:
                 raise AudioTooLarge(f"the object is {head['ContentLength']} bytes; the limit is "
                                     f"{max_bytes}", limit_bytes=max_bytes)
             body = self._client.get_object(Bucket=self._bucket, Key=key,
-                                           Range=f"bytes=0-{max_bytes}")["Body"]
+                                           Range=f"bytes=0-{max_bytes}", **self._owner)["Body"]
             data = body.read(max_bytes + 1)
         except aws_errors() as exc:
             if s3_fault(exc) in (S3Fault.MISSING, S3Fault.DENIED):

@@ -109,4 +109,4 @@ def _output_bucket(rt: Runtime) -> OutputBucket:
         raise Unavailable("this audio is too large to return inline and no output bucket is "
                           "configured")
     return OutputBucket(rt.settings.output_bucket, rt.aws("s3"),
-                        url_ttl_s=rt.settings.presigned_url_ttl_s)
+                        url_ttl_s=rt.settings.presigned_url_ttl_s, owner=rt.settings.bucket_owner)
