@@ -29,9 +29,9 @@ from typing import Any, Final
 import numpy as np
 
 from voxproof.errors import CheckpointInvalid, EngineMismatch, UnsafeCheckpoint
-from voxproof.voice.inputs import MAX_IDS, check_ids, resolve_scales
+from voxproof.voice.inputs import MAX_IDS, LayerEngine, check_ids, resolve_scales
 from voxproof.voice.layer import VerifiedLayer
-from voxproof.voice.manifest import InferenceScales, Manifest
+from voxproof.voice.manifest import Manifest
 
 __all__ = ["MAX_IDS", "VitsEngine", "load_engine", "load_weights", "scan_checkpoint"]
 MAX_PICKLE_BYTES: Final = 16 << 20
@@ -61,7 +61,7 @@ _UNSAFE_OPCODES: Final = frozenset({
 })
 
 
-class VitsEngine:
+class VitsEngine(LayerEngine):
     """The torch engine (the reference): a loaded Coqui ``Vits`` voice: phoneme ids in, float32 mono audio out.
 
     Not for concurrent use from several threads at once (calls are serialised by a lock);
@@ -79,36 +79,6 @@ class VitsEngine:
 
     name = "torch"
     """The engine's name (``Settings.engine``)."""
-
-    @property
-    def sample_rate(self) -> int:
-        """Output sample rate in Hz."""
-        return self._layer.manifest.engine.settings.sample_rate
-
-    @property
-    def voice(self) -> str:
-        """The voice's name, e.g. ``en_US-joe-medium``."""
-        return self._layer.manifest.model.name
-
-    @property
-    def manifest_sha256(self) -> str:
-        """sha256 of the layer's manifest: the model's identity for provenance."""
-        return self._layer.manifest_sha256
-
-    @property
-    def manifest(self) -> Manifest:
-        """The layer's manifest (frontend settings, licences, sources)."""
-        return self._layer.manifest
-
-    @property
-    def num_symbols(self) -> int:
-        """Every phoneme id must be below this."""
-        return self._layer.manifest.engine.settings.num_symbols
-
-    @property
-    def defaults(self) -> InferenceScales:
-        """The voice's default sampling scales."""
-        return self._layer.manifest.engine.settings.inference
 
     def infer(
         self,

@@ -1,4 +1,4 @@
-"""What every engine accepts: phoneme ids and inference scales, checked the same way.
+"""What every engine shares: its layer's facts, and phoneme ids and scales checked one way.
 
 Imports numpy and voxproof's own models only, so both engines (torch and ONNX) share it
 without either pulling in the other's libraries.
@@ -7,12 +7,15 @@ without either pulling in the other's libraries.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from voxproof.errors import InvalidPhonemeIds, InvalidScales
-from voxproof.voice.manifest import InferenceScales
+from voxproof.voice.manifest import InferenceScales, Manifest
+
+if TYPE_CHECKING:
+    from voxproof.voice.layer import VerifiedLayer
 
 MAX_IDS: Final = 4_000
 """Most phoneme ids one ``infer`` call takes (a long clause is a few hundred)."""
@@ -46,3 +49,39 @@ def resolve_scales(defaults: InferenceScales, noise: float | None, length: float
         )
     except ValueError:
         raise InvalidScales("inference scales are out of range") from None
+
+
+class LayerEngine:
+    """What an engine reads from its verified layer (both engines set ``self._layer``)."""
+
+    _layer: VerifiedLayer
+
+    @property
+    def sample_rate(self) -> int:
+        """Output sample rate in Hz."""
+        return self._layer.manifest.engine.settings.sample_rate
+
+    @property
+    def voice(self) -> str:
+        """The voice's name, e.g. ``en_US-joe-medium``."""
+        return self._layer.manifest.model.name
+
+    @property
+    def manifest_sha256(self) -> str:
+        """sha256 of the layer's manifest: the model's identity for provenance."""
+        return self._layer.manifest_sha256
+
+    @property
+    def manifest(self) -> Manifest:
+        """The layer's manifest (frontend settings, licences, sources)."""
+        return self._layer.manifest
+
+    @property
+    def num_symbols(self) -> int:
+        """Every phoneme id must be below this."""
+        return self._layer.manifest.engine.settings.num_symbols
+
+    @property
+    def defaults(self) -> InferenceScales:
+        """The voice's default sampling scales."""
+        return self._layer.manifest.engine.settings.inference

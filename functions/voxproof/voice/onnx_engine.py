@@ -24,9 +24,9 @@ from typing import Final
 import numpy as np
 
 from voxproof.errors import CheckpointInvalid, EngineMismatch
-from voxproof.voice.inputs import MAX_IDS, check_ids, resolve_scales
+from voxproof.voice.inputs import MAX_IDS, LayerEngine, check_ids, resolve_scales
 from voxproof.voice.layer import VerifiedLayer
-from voxproof.voice.manifest import InferenceScales, Manifest
+from voxproof.voice.manifest import Manifest
 
 __all__ = ["MAX_IDS", "MIN_IDS", "OnnxEngine", "load_onnx_engine"]
 
@@ -43,7 +43,7 @@ _MAX_FRAMES_PER_ID: Final = 64
 """The noise buffer never grows beyond this many frames per id."""
 
 
-class OnnxEngine:
+class OnnxEngine(LayerEngine):
     """A loaded ONNX export of a Coqui ``Vits`` voice: phoneme ids in, float32 mono audio out.
 
     Calls are serialised by a lock; one engine per process, as in a Lambda instance.
@@ -65,36 +65,6 @@ class OnnxEngine:
         """onnxruntime intra-op threads in use."""
         self.load_seconds = load_seconds
         """Wall time ``load_onnx_engine`` took (session creation)."""
-
-    @property
-    def sample_rate(self) -> int:
-        """Output sample rate in Hz."""
-        return self._layer.manifest.engine.settings.sample_rate
-
-    @property
-    def voice(self) -> str:
-        """The voice's name, e.g. ``en_US-joe-medium``."""
-        return self._layer.manifest.model.name
-
-    @property
-    def manifest_sha256(self) -> str:
-        """sha256 of the layer's manifest: the model's identity for provenance."""
-        return self._layer.manifest_sha256
-
-    @property
-    def manifest(self) -> Manifest:
-        """The layer's manifest."""
-        return self._layer.manifest
-
-    @property
-    def num_symbols(self) -> int:
-        """Every phoneme id must be below this."""
-        return self._layer.manifest.engine.settings.num_symbols
-
-    @property
-    def defaults(self) -> InferenceScales:
-        """The voice's default sampling scales."""
-        return self._layer.manifest.engine.settings.inference
 
     def infer(
         self,
