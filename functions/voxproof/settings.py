@@ -112,6 +112,16 @@ class Settings(BaseSettings):
     presigned_url_ttl_s: int = 900
     """Lifetime of presigned output URLs."""
 
+    decode_in_worker: bool = True
+    """Decode verify uploads in a worker process with no secrets and hard limits (a
+    ``DecodeWorker``); off only for debugging, when decoding runs in this process."""
+
+    decode_worker_memory_mb: int = Field(default=512, ge=64)
+    """Address space the decode worker may use beyond its imports (RLIMIT_AS)."""
+
+    decode_worker_cpu_s: int = Field(default=30, ge=1)
+    """CPU seconds the decode worker may use per upload (RLIMIT_CPU)."""
+
     @model_validator(mode="after")
     def _fill_key_file(self) -> Settings:
         if self.key_file is None:
