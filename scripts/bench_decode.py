@@ -7,6 +7,12 @@ in a fresh subprocess (``Service.verify`` with a ``DecodeWorker`` and the limits
 kept. Prints a Markdown table.
 
     PYTHONPATH=functions python scripts/bench_decode.py [--only NAME] [--cli-limits]
+    PYTHONPATH=functions python scripts/bench_decode.py --fuzz 1000 [--seed 7]
+
+``--fuzz N`` instead mutates small valid files of every family (truncation, bit flips, byte
+runs, splices, header fields set to extremes) and verifies each in one process: counts by
+status, unexpected exceptions (what the handler would answer 500; must be 0), the slowest
+upload and the peak RSS rise.
 """
 
 from __future__ import annotations
@@ -131,12 +137,105 @@ print(json.dumps({"status": status, "outcome": outcome, "wall": wall, "rise": ri
 """
 
 
+FUZZ_CHILD = r"""
+import collections, json, random, struct, sys, time
+from pathlib import Path
+def vm(f):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f + ":"):
+            return int(line.split()[1]) * 1024
+from voxproof.decode_worker import DecodeWorker
+from voxproof.deadline import Deadline
+from voxproof.errors import VoxproofError
+from voxproof.handlers.routes.verify import _verify_limits
+from voxproof.keyring import KeyRing
+from voxproof.provenance import SQLiteRegistry
+from voxproof.service import Caller, Service
+from voxproof.watermark.keys import WatermarkKey
+class Keys:
+    def keyring(self):
+        return KeyRing(WatermarkKey(bytes(32)))
+seeds = [p.read_bytes() for p in sorted(Path(sys.argv[1]).glob("seed*"))]
+n, rng = int(sys.argv[2]), random.Random(int(sys.argv[3]))
+svc = Service(lambda: None, Keys(), SQLiteRegistry(sys.argv[4]), max_chars=1,
+              decoder=DecodeWorker())
+limits = _verify_limits(Deadline.after(28.0))
+def mutate(data):
+    d = bytearray(data)
+    kind = rng.randrange(6)
+    if kind == 0:
+        d = d[:rng.randrange(1, len(d))]
+    elif kind == 1:
+        for _ in range(rng.randrange(1, 64)):
+            i = rng.randrange(len(d)); d[i] ^= 1 << rng.randrange(8)
+    elif kind == 2:
+        i = rng.randrange(len(d)); d[i:i + rng.randrange(1, 256)] = bytes([rng.randrange(256)]) * rng.randrange(1, 256)
+    elif kind == 3:
+        other = rng.choice(seeds); i = rng.randrange(len(d)); d = d[:i] + other[rng.randrange(len(other)):]
+    elif kind == 4:  # a header field (first 64 bytes) set to an extreme
+        i = rng.randrange(4, min(60, len(d) - 4)); struct.pack_into("<I", d, i, rng.choice([0, 1, 0xFFFF, 0xFFFFFFFF, 384000, 2**31]))
+    else:
+        d = d + bytes(rng.randrange(1, 4096))
+    return bytes(d)
+counts, unexpected, slowest = collections.Counter(), 0, (0.0, "")
+Path("/proc/self/clear_refs").write_text("5"); before = vm("VmRSS")
+for k in range(n):
+    data = mutate(rng.choice(seeds))
+    t = time.perf_counter()
+    try:
+        counts[f"200 {svc.verify(data, Caller('fuzz', 'cli'), limits=limits).verdict}"] += 1
+    except VoxproofError as err:
+        counts[f"{err.status} {err.code}"] += 1
+    except Exception as err:
+        unexpected += 1; counts[f"500 {type(err).__name__}"] += 1
+    dt = time.perf_counter() - t
+    if dt > slowest[0]:
+        slowest = (dt, f"#{k} ({len(data)} bytes)")
+print(json.dumps({"counts": dict(counts), "unexpected": unexpected, "slowest": slowest,
+                  "rise": vm("VmHWM") - before}))
+"""
+
+
+def fuzz(n: int, seed: int) -> int:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "functions"))
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        specs = [("wav", 22050, 1, ["-f", "wav"]), ("flac", 48000, 2, ["-f", "flac"]),
+                 ("ogg", 48000, 2, ["-c:a", "libopus", "-b:a", "24k", "-f", "ogg"]),
+                 ("mp3", 44100, 2, ["-b:a", "64k", "-f", "mp3"]),
+                 ("m4a", 44100, 1, ["-c:a", "aac", "-f", "ipod"]),
+                 ("aac", 16000, 1, ["-c:a", "aac", "-f", "adts"])]
+        for name, rate, ch, codec in specs:
+            tone(tmp, f"seed.{name}", rate, ch, 3, *codec)
+        started = time.perf_counter()
+        run = subprocess.run(["nice", sys.executable, "-c", FUZZ_CHILD, str(tmp), str(n),
+                              str(seed), str(tmp / "r.sqlite3")],
+                             check=False, capture_output=True, text=True, env=env, timeout=3600)
+        if run.returncode:
+            print(run.stderr[-2000:])
+            return 1
+        r = json.loads(run.stdout.strip().splitlines()[-1])
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load "
+          f"{os.getloadavg()[0]:.2f}: {n} mutated uploads (seed {seed}) through Service.verify "
+          f"with a DecodeWorker and the API's limits, {time.perf_counter() - started:.0f} s\n")
+    print("| status code | uploads |\n| --- | ---: |")
+    for key, count in sorted(r["counts"].items()):
+        print(f"| {key} | {count} |")
+    print(f"\nunexpected exceptions (500s): {r['unexpected']}; slowest: {r['slowest'][0]:.2f} s "
+          f"{r['slowest'][1]}; verify RSS rise: {r['rise'] / 2**20:.0f} MB")
+    return 0 if r["unexpected"] == 0 else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="run the cases whose name contains this")
     ap.add_argument("--cli-limits", action="store_true",
                     help="the CLI's limits (600 s) instead of the API's (28 s left)")
+    ap.add_argument("--fuzz", type=int, metavar="N", help="N mutated uploads instead")
+    ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
+    if args.fuzz:
+        return fuzz(args.fuzz, args.seed)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "functions"))
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load "
           f"{os.getloadavg()[0]:.2f}, limits: {'cli' if args.cli_limits else 'api (28 s)'}\n")
