@@ -185,7 +185,8 @@ for k in range(n):
     try:
         counts[f"200 {svc.verify(data, Caller('fuzz', 'cli'), limits=limits).verdict}"] += 1
     except VoxproofError as err:
-        counts[f"{err.status} {err.code}"] += 1
+        reason = err.details.get("reason") if err.code == "audio_decoder_failed" else None
+        counts[f"{err.status} {err.code}" + (f" ({reason})" if reason else "")] += 1
     except Exception as err:
         unexpected += 1; counts[f"500 {type(err).__name__}"] += 1
     dt = time.perf_counter() - t

@@ -483,6 +483,8 @@ def _pick_stream(container, codecs: frozenset[str], limits: AudioLimits):
         raise UnsupportedAudio("the upload contains no audio stream")
     stream = streams[0]
     ctx = stream.codec_context
+    if ctx is None:  # a codec id FFmpeg cannot decode (seen in fuzzing)
+        raise UnsupportedAudio("the audio codec is not accepted in this container")
     if ctx.name not in codecs:
         raise UnsupportedAudio(f"the audio codec '{ctx.name}' is not accepted in this container")
     channels = ctx.channels or 0
