@@ -27,8 +27,9 @@ import struct
 import time
 import wave
 from dataclasses import dataclass
+from math import gcd
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import av
 import numpy as np
@@ -58,6 +59,8 @@ _FAMILIES: Final[dict[str, tuple[str, frozenset[str]]]] = {
 #: Families whose header states the duration exactly (FLAC STREAMINFO, MP3 Xing/Info, MP4 moov):
 #: decoding less than that means the file was cut or damaged.
 _HEADER_DURATION: Final = frozenset({"flac", "mp3", "mp4"})
+#: ... of which these state it exactly, so decoding much more than that means a lying header.
+_EXACT_DURATION: Final = frozenset({"flac", "mp4"})
 
 #: What a caller may declare (MIME type or file suffix) -> family.
 _DECLARED: Final[dict[str, str]] = {
@@ -107,6 +110,17 @@ class AudioLimits:
     max_decode_s: float = 30.0
     """Wall-clock budget for decoding one upload."""
 
+    max_decoded_values: int = 64_000_000
+    """Most decoded samples x channels (about 11 min of 48 kHz stereo): bounds the work a small
+    file can demand, checked against the header before decoding and while decoding."""
+
+    max_expansion: float = 1000.0
+    """Most decoded samples x channels per encoded byte, checked once ``expansion_floor`` values
+    are decoded (speech codecs give 0.5-130; long silence in FLAC or Opus thousands)."""
+
+    expansion_floor: int = 4_000_000
+    """Decoded values before ``max_expansion`` applies (short clips may expand a lot)."""
+
 
 DEFAULT_LIMITS: Final = AudioLimits()
 
@@ -131,9 +145,46 @@ class DecodedAudio:
     def duration_s(self) -> float:
         return self.samples.shape[0] / self.sample_rate
 
+    @property
+    def source_rate(self) -> int:
+        """The upload's own rate (the same as ``sample_rate`` here)."""
+        return self.sample_rate
+
     def mono(self) -> np.ndarray:
         """The channels averaged into one float32 vector."""
         return self.samples.mean(axis=1, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class MonoAudio:
+    """An upload decoded for detection: mono at the detector's rate, whatever it was sent as."""
+
+    samples: np.ndarray
+    """float64 mono (n,) at ``sample_rate``; bit for bit what ``watermark.analysis.to_internal``
+    makes of the whole decoded clip."""
+
+    sample_rate: int
+    """The rate of ``samples`` (the detector's: 8,000 Hz)."""
+
+    source_rate: int
+    """The upload's own sample rate."""
+
+    channels: int
+    """The upload's channel count."""
+
+    frames: int
+    """Samples per channel decoded from the upload."""
+
+    family: str
+    """Container family: wav, flac, ogg, mp3, mp4 or aac."""
+
+    codec: str
+    """ffmpeg's name of the audio codec."""
+
+    @property
+    def duration_s(self) -> float:
+        """The upload's duration."""
+        return self.frames / self.source_rate
 
 
 def family_of(declared: str) -> str | None:
@@ -164,6 +215,111 @@ def decode(data: bytes, *, declared: str | None = None,
     limits:
         Bounds on bytes, channels, rate, duration and decoding time.
     """
+    family = _identify(data, declared, limits)
+    sink = _Collect()
+    rate, channels, _, codec = _demux_and_decode(data, family, limits, sink)
+    return DecodedAudio(samples=sink.result(channels), sample_rate=rate, family=family,
+                        codec=codec)
+
+
+def decode_mono(data: bytes, *, declared: str | None = None,
+                limits: AudioLimits = DEFAULT_LIMITS, rate: int = 8000) -> MonoAudio:
+    """Decode an untrusted upload within ``limits`` to mono at ``rate``, streaming.
+
+    Each decoded block is clipped, averaged over its channels and resampled as it comes, so
+    memory stays bounded by the duration cap at ``rate`` whatever the upload's own rate,
+    channel count or codec. The samples equal, bit for bit, what
+    ``watermark.analysis.to_internal`` makes of ``decode(...)`` (same filter, same arithmetic).
+    """
+    sink = Resampled(rate, limits)
+    info = decode_mono_to(data, sink, declared=declared, limits=limits)
+    return sink.result(info)
+
+
+def decode_mono_to(data: bytes, sink: MonoSink, *, declared: str | None = None,
+                   limits: AudioLimits = DEFAULT_LIMITS) -> StreamInfo:
+    """Decode an untrusted upload within ``limits``, handing ``sink`` mono float64 blocks at
+    the upload's own rate as they are decoded (the decode worker sends them down a pipe)."""
+    family = _identify(data, declared, limits)
+    rate, channels, frames, codec = _demux_and_decode(data, family, limits, _Downmix(sink))
+    return StreamInfo(source_rate=rate, channels=channels, frames=frames, family=family,
+                      codec=codec)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What ``decode_mono_to`` learnt about the upload."""
+
+    source_rate: int
+    channels: int
+    frames: int
+    family: str
+    codec: str
+
+
+class MonoSink(Protocol):
+    """Receives a decoded upload as mono float64 blocks at its own rate."""
+
+    def start(self, rate: int) -> None:
+        """The stream's sample rate, before any block."""
+
+    def add(self, mono: np.ndarray) -> None:
+        """The next block of samples (float64, in [-1, 1])."""
+
+    def finish(self) -> None:
+        """No more blocks."""
+
+
+class Resampled:
+    """A ``MonoSink`` that resamples to ``rate`` as blocks arrive and keeps only the output;
+    it refuses more than ``limits`` allow even from a sender that ignores them."""
+
+    def __init__(self, rate: int, limits: AudioLimits = DEFAULT_LIMITS) -> None:
+        self.rate = rate
+        self.limits = limits
+        self._resampler: PolyResampler | None = None
+        self._chunks: list[np.ndarray] = []
+        self._frames = 0
+        self._max_frames = 0
+
+    def start(self, rate: int) -> None:
+        if not self.limits.min_sample_rate <= rate <= self.limits.max_sample_rate:
+            raise UnsupportedAudio(f"the sample rate {rate} Hz is outside the accepted "
+                                   f"{self.limits.min_sample_rate}-"
+                                   f"{self.limits.max_sample_rate} Hz")
+        self._resampler = PolyResampler(rate, self.rate)
+        self._max_frames = int(self.limits.max_duration_s * rate)
+
+    def add(self, mono: np.ndarray) -> None:
+        if self._resampler is None:
+            raise CorruptAudio("audio samples came before the stream's rate")
+        self._frames += len(mono)
+        if self._frames > self._max_frames:
+            raise AudioTooLarge(f"the decoded audio is longer than "
+                                f"{self.limits.max_duration_s:.0f} s",
+                                limit_s=self.limits.max_duration_s)
+        out = self._resampler.feed(mono)
+        if len(out):
+            self._chunks.append(out)
+
+    def finish(self) -> None:
+        if self._resampler is not None:
+            out = self._resampler.finish()
+            if len(out):
+                self._chunks.append(out)
+
+    def result(self, info: StreamInfo) -> MonoAudio:
+        """The audio, once ``finish`` has been called."""
+        if self._resampler is None or info.frames != self._frames:
+            raise CorruptAudio("the decoded stream is incomplete")
+        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0)
+        return MonoAudio(samples=samples, sample_rate=self.rate, source_rate=info.source_rate,
+                         channels=info.channels, frames=info.frames, family=info.family,
+                         codec=info.codec)
+
+
+def _identify(data: bytes, declared: str | None, limits: AudioLimits) -> str:
+    """Size, family, declaration and completeness checks before any decoding."""
     if not data:
         raise AudioEmpty("the upload is empty")
     if len(data) > limits.max_bytes:
@@ -180,11 +336,18 @@ def decode(data: bytes, *, declared: str | None = None,
                 declared=claimed, detected=family,
             )
     _check_complete(data, family)
-    return _demux_and_decode(data, family, limits)
+    return family
 
 
 def read_file(path: str | Path, *, limits: AudioLimits = DEFAULT_LIMITS) -> DecodedAudio:
     """Read and decode a local file; its suffix is the declared type."""
+    data, declared = read_upload(path, limits=limits)
+    return decode(data, declared=declared, limits=limits)
+
+
+def read_upload(path: str | Path, *,
+                limits: AudioLimits = DEFAULT_LIMITS) -> tuple[bytes, str | None]:
+    """A local file's bytes (within ``max_bytes``) and its suffix as the declared type."""
     path = Path(path)
     size = path.stat().st_size
     if size > limits.max_bytes:
@@ -193,7 +356,7 @@ def read_file(path: str | Path, *, limits: AudioLimits = DEFAULT_LIMITS) -> Deco
     with path.open("rb") as fh:
         data = fh.read(limits.max_bytes + 1)
     suffix = path.suffix.lower()
-    return decode(data, declared=suffix if suffix in _DECLARED else None, limits=limits)
+    return data, suffix if suffix in _DECLARED else None
 
 
 # --- identification -------------------------------------------------------------------------
@@ -277,7 +440,9 @@ def _check_ogg_complete(data: bytes) -> None:
 
 
 # --- decoding -------------------------------------------------------------------------------
-def _demux_and_decode(data: bytes, family: str, limits: AudioLimits) -> DecodedAudio:
+def _demux_and_decode(data: bytes, family: str, limits: AudioLimits,
+                      sink: _Collect | _Downmix) -> tuple[int, int, int, str]:
+    """Decode into ``sink``; returns (rate, channels, frames per channel, codec)."""
     demuxer, codecs = _FAMILIES[family]
     started = time.monotonic()
     try:
@@ -285,9 +450,12 @@ def _demux_and_decode(data: bytes, family: str, limits: AudioLimits) -> DecodedA
                      options={"probesize": "1000000", "analyzeduration": "1000000"}) as container:
             stream = _pick_stream(container, codecs, limits)
             rate = stream.codec_context.sample_rate
-            chunks, frames = _decode_frames(container, stream, rate, limits, started)
+            channels = stream.codec_context.channels
+            sink.start(rate)
+            frames = _decode_frames(container, stream, rate, limits, started, len(data), sink)
             declared_s = _declared_duration(stream, container)
             codec = stream.codec_context.name
+            sink.finish()
     except AudioError:
         raise
     except (av.error.FFmpegError, EOFError, ValueError, IndexError, OverflowError,
@@ -299,13 +467,14 @@ def _demux_and_decode(data: bytes, family: str, limits: AudioLimits) -> DecodedA
             raise CorruptAudio(f"the {family.upper()} upload holds no decodable audio (damaged)")
         raise AudioEmpty("the upload contains no audio samples")
     decoded_s = frames / rate
-    if (family in _HEADER_DURATION and declared_s is not None
-            and decoded_s < declared_s - max(0.1, 0.02 * declared_s)):
-        raise CorruptAudio(f"the {family.upper()} upload is truncated or damaged: "
-                           f"{decoded_s:.2f} s decoded of {declared_s:.2f} s declared")
-    samples = np.concatenate(chunks, axis=0)
-    np.clip(samples, -1.0, 1.0, out=samples)
-    return DecodedAudio(samples=samples, sample_rate=rate, family=family, codec=codec)
+    if family in _HEADER_DURATION and declared_s is not None:
+        if decoded_s < declared_s - max(0.1, 0.02 * declared_s):
+            raise CorruptAudio(f"the {family.upper()} upload is truncated or damaged: "
+                               f"{decoded_s:.2f} s decoded of {declared_s:.2f} s declared")
+        if family in _EXACT_DURATION and declared_s and decoded_s > declared_s + max(1.0, 0.05 * declared_s):
+            raise CorruptAudio(f"the {family.upper()} upload is damaged: {decoded_s:.2f} s "
+                               f"decoded, {declared_s:.2f} s declared")
+    return rate, channels, frames, codec
 
 
 def _pick_stream(container, codecs: frozenset[str], limits: AudioLimits):
@@ -314,6 +483,8 @@ def _pick_stream(container, codecs: frozenset[str], limits: AudioLimits):
         raise UnsupportedAudio("the upload contains no audio stream")
     stream = streams[0]
     ctx = stream.codec_context
+    if ctx is None:  # a codec id FFmpeg cannot decode (seen in fuzzing)
+        raise UnsupportedAudio("the audio codec is not accepted in this container")
     if ctx.name not in codecs:
         raise UnsupportedAudio(f"the audio codec '{ctx.name}' is not accepted in this container")
     channels = ctx.channels or 0
@@ -328,15 +499,43 @@ def _pick_stream(container, codecs: frozenset[str], limits: AudioLimits):
     if declared is not None and declared > limits.max_duration_s * 1.01 + 1:
         raise AudioTooLarge(f"the audio lasts {declared:.0f} s; the limit is "
                             f"{limits.max_duration_s:.0f} s", limit_s=limits.max_duration_s)
+    if declared is not None and declared * rate * channels > limits.max_decoded_values * 1.01:
+        raise AudioTooLarge(_too_many_values(limits), limit_values=limits.max_decoded_values)
     return stream
 
 
-def _decode_frames(container, stream, rate: int, limits: AudioLimits, started: float):
+def _too_many_values(limits: AudioLimits) -> str:
+    return (f"the audio holds more than {limits.max_decoded_values:,} samples across its "
+            "channels; send fewer channels, a lower rate or a shorter clip")
+
+
+def _decode_frames(container, stream, rate: int, limits: AudioLimits, started: float,
+                   encoded_bytes: int, sink: _Collect | _Downmix) -> int:
+    """Stream every frame into ``sink`` (float32, clipped), enforcing the caps; frames decoded."""
     max_frames = int(limits.max_duration_s * rate)
     channels = stream.codec_context.channels
+    max_values = min(limits.max_decoded_values,
+                     max(limits.expansion_floor, int(limits.max_expansion * encoded_bytes)))
     resampler = av.AudioResampler(format="flt", layout=stream.codec_context.layout, rate=rate)
-    chunks: list[np.ndarray] = []
     total = 0
+
+    def take(out) -> None:
+        nonlocal total
+        block = out.to_ndarray().reshape(-1, channels)
+        total += block.shape[0]
+        if total > max_frames:
+            raise AudioTooLarge(f"the decoded audio is longer than {limits.max_duration_s:.0f} s",
+                                limit_s=limits.max_duration_s)
+        if total * channels > max_values:
+            if max_values == limits.max_decoded_values:
+                raise AudioTooLarge(_too_many_values(limits),
+                                    limit_values=limits.max_decoded_values)
+            raise AudioTooLarge(f"the upload expands more than {limits.max_expansion:.0f}-fold "
+                                "when decoded (a decompression bomb?)",
+                                limit_expansion=limits.max_expansion)
+        np.clip(block, -1.0, 1.0, out=block)
+        sink.add(block)
+
     for packet in container.demux(stream):
         if time.monotonic() - started > limits.max_decode_s:
             raise AudioTooLarge("the upload takes too long to decode", limit_s=limits.max_decode_s)
@@ -344,19 +543,122 @@ def _decode_frames(container, stream, rate: int, limits: AudioLimits, started: f
             if frame.sample_rate != rate or len(frame.layout.channels) != channels:
                 raise CorruptAudio("the audio changes its sample rate or channels mid-stream")
             for out in resampler.resample(frame):
-                block = out.to_ndarray().reshape(-1, channels)
-                total += block.shape[0]
-                if total > max_frames:
-                    raise AudioTooLarge(
-                        f"the decoded audio is longer than {limits.max_duration_s:.0f} s",
-                        limit_s=limits.max_duration_s,
-                    )
-                chunks.append(block)
+                take(out)
     for out in resampler.resample(None):
-        block = out.to_ndarray().reshape(-1, channels)
-        total += block.shape[0]
-        chunks.append(block)
-    return chunks, total
+        take(out)
+    return total
+
+
+class _Collect:
+    """Keeps every block as it is (``decode``: all channels at the upload's rate)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+
+    def start(self, rate: int) -> None:
+        pass
+
+    def add(self, block: np.ndarray) -> None:
+        self.chunks.append(block)
+
+    def finish(self) -> None:
+        pass
+
+    def result(self, channels: int) -> np.ndarray:
+        if not self.chunks:
+            return np.zeros((0, channels), np.float32)
+        return np.concatenate(self.chunks, axis=0)
+
+
+class _Downmix:
+    """Averages each block's channels in float64 (as ``to_internal`` does) for a ``MonoSink``."""
+
+    def __init__(self, sink: MonoSink) -> None:
+        self.sink = sink
+
+    def start(self, rate: int) -> None:
+        self.sink.start(rate)
+
+    def add(self, block: np.ndarray) -> None:
+        self.sink.add(block[:, 0].astype(np.float64) if block.shape[1] == 1
+                      else block.mean(axis=1, dtype=np.float64))
+
+    def finish(self) -> None:
+        self.sink.finish()
+
+
+class PolyResampler:
+    """``scipy.signal.resample_poly(x, up, down)`` (its default Kaiser window, zero padding),
+    computed block by block as ``x`` arrives: the output is bit for bit the same, and memory is
+    one block of input plus the filter.
+
+    Example:
+        >>> from scipy.signal import resample_poly
+        >>> x = np.random.default_rng(0).standard_normal(50_000)
+        >>> r = PolyResampler(22050, 8000, block=4096)
+        >>> y = np.concatenate([r.feed(x[:12_345]), r.feed(x[12_345:]), r.finish()])
+        >>> bool(np.array_equal(y, resample_poly(x, 320, 882)))
+        True
+    """
+
+    def __init__(self, rate_in: int, rate_out: int, *, block: int = 1 << 16) -> None:
+        g = gcd(int(rate_in), int(rate_out))
+        self.up, self.down = int(rate_out) // g, int(rate_in) // g
+        self.n_in = 0
+        self._pending: list[np.ndarray] = []
+        self._pending_len = 0
+        if self.up == self.down == 1:
+            return
+        from scipy.signal import firwin  # not at import: the decode worker never resamples
+
+        widest = max(self.up, self.down)
+        half = 10 * widest
+        taps = firwin(2 * half + 1, 1.0 / widest, window=("kaiser", 5.0)) * self.up
+        pre = self.down - half % self.down
+        self._h = np.concatenate([np.zeros(pre), taps])
+        self._next = (half + pre) // self.down  # next output index of the full upfirdn
+        self._first_out = self._next
+        self._start = 0  # index of the first pending input; always a multiple of ``down``
+        self._block = max(block, 4 * len(self._h) // self.up)
+
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        """Take the next input samples; returns the outputs they complete."""
+        self.n_in += len(x)
+        if self.up == self.down == 1:
+            return np.array(x, dtype=np.float64)
+        self._pending.append(x)
+        self._pending_len += len(x)
+        if self._pending_len < self._block:
+            return np.zeros(0)
+        return self._run(final=False)
+
+    def finish(self) -> np.ndarray:
+        """The remaining outputs, once all input is in."""
+        if self.up == self.down == 1 or not self._pending_len:
+            return np.zeros(0)
+        return self._run(final=True)
+
+    def _run(self, *, final: bool) -> np.ndarray:
+        up, down = self.up, self.down
+        from scipy.signal import upfirdn
+
+        x = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+        z = upfirdn(self._h, x, up, down)
+        base = self._start * up // down  # full output index of z[0]
+        if final:
+            n_out = -(-self.n_in * up // down)
+            last = self._first_out + n_out
+        else:  # outputs whose last input (floor(m * down / up)) has arrived
+            last = ((self._start + len(x) - 1) * up) // down + 1
+        last = min(last, base + len(z))
+        out = z[self._next - base:last - base] if last > self._next else np.zeros(0)
+        self._next = max(self._next, last)
+        first_needed = -(-(self._next * down - len(self._h) + 1) // up)
+        keep = max(self._start, (first_needed // down) * down)
+        x = x[keep - self._start:]
+        self._start = keep
+        self._pending, self._pending_len = [x], len(x)
+        return out
 
 
 def _declared_duration(stream, container) -> float | None:

@@ -119,15 +119,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.plot:
         _require_extra("plot", "drawing the timeline (--plot)", "matplotlib")
     service = build_service(settings, key_files=key_files, create_key=False)
-    decoded = audio.read_file(args.file)
-    report = service.verify_decoded(decoded, local_caller("cli"))
+    data, declared = audio.read_upload(args.file)  # decoded in the worker, like uploads
+    report = service.verify(data, local_caller("cli"), declared=declared)
     if args.plot:
-        plot_timeline(report.detection, decoded.duration_s, args.plot)
+        plot_timeline(report.detection, report.duration_s, args.plot)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
-        print(report_text(report.detection, Path(args.file).name, decoded.duration_s,
-                          decoded.sample_rate))
+        print(report_text(report.detection, Path(args.file).name, report.duration_s,
+                          report.sample_rate))
         print(_record_text(report))
     return 0
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from voxproof.decode_worker import Decoder, DecodeWorker, InProcessDecoder
 from voxproof.keyring import FileKeySource, KeySource, SecretsManagerKeySource
 from voxproof.provenance import DynamoRegistry, Registry, SQLiteRegistry
 from voxproof.service import Service, Step, no_step
@@ -95,7 +96,16 @@ def build_service(settings: Settings, *, aws: AwsClients | None = None,
 
     return Service(voice or load, _keys(settings, aws, key_files, create_key),
                    _registry(settings, aws),
-                   max_chars=max_chars or settings.max_text_chars_sync, step=step)
+                   max_chars=max_chars or settings.max_text_chars_sync, step=step,
+                   decoder=_decoder(settings))
+
+
+def _decoder(settings: Settings) -> Decoder:
+    """A decode worker, started on the first upload or by ``Runtime.build``."""
+    if not settings.decode_in_worker:
+        return InProcessDecoder()
+    return DecodeWorker(memory_mb=settings.decode_worker_memory_mb,
+                        cpu_s=settings.decode_worker_cpu_s, start=False)
 
 
 def _registry(settings: Settings, aws: AwsClients | None) -> Registry:
@@ -134,6 +144,7 @@ class Runtime:
         (a Lambda container's init), else on the first speech (verify never loads it)."""
         aws = aws if aws is not None else AwsClients()
         service = build_service(settings, aws=aws, max_chars=max_chars, voice=voice, step=step)
+        service.decoder.start()  # before any request, so before any key is read
         if settings.preload_voice:
             service.load()
         return cls(settings, service, aws)

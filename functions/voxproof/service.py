@@ -37,6 +37,7 @@ import numpy as np
 
 from voxproof import audio
 from voxproof.deadline import Deadline
+from voxproof.decode_worker import Decoder, InProcessDecoder
 from voxproof.errors import DeadlineExceeded, Unavailable, VoxproofError
 from voxproof.keyring import KeyRing, KeySource
 from voxproof.provenance import ProvenanceRecord, RecordExists, Registry, text_hash
@@ -213,11 +214,14 @@ class Service:
     step:
         Wraps each named step (keys, synthesize, mark, store; decode, detect, lookup), e.g. in
         a tracing span (default: ``no_step``).
+    decoder:
+        Decodes uploads for ``verify`` (default: in this process; ``build_service`` wires a
+        ``DecodeWorker``, which keeps untrusted bytes away from the keys).
     """
 
     def __init__(self, voice: Voice | Callable[[], Voice], keys: KeySource, registry: Registry,
                  *, max_chars: int, new_record_id: Callable[[], int] | None = None,
-                 step: Step = no_step) -> None:
+                 step: Step = no_step, decoder: Decoder | None = None) -> None:
         self._voice: Voice | None = None if callable(voice) else voice
         self._load_voice: Callable[[], Voice] | None = voice if callable(voice) else None
         self._voice_lock = threading.Lock()
@@ -226,6 +230,7 @@ class Service:
         self.max_chars = max_chars
         self._new_record_id = new_record_id or (lambda: secrets.randbits(RECORD_ID_BITS))
         self._step = step
+        self.decoder: Decoder = decoder or InProcessDecoder()
 
     @property
     def voice(self) -> Voice:
@@ -294,13 +299,15 @@ class Service:
 
     def verify(self, upload: bytes, caller: Caller, *, declared: str | None = None,
                limits: audio.AudioLimits = audio.DEFAULT_LIMITS) -> VerifyReport:
-        """Decode ``upload``, look for a mark of any accepted key, and look its record up."""
+        """Decode ``upload`` (mono at the detector's rate, bounded, in the decoder), look for a
+        mark of any accepted key, and look its record up."""
         with self._step("decode"):
-            clip = audio.decode(upload, declared=declared, limits=limits)
+            clip = self.decoder.decode(upload, declared=declared, limits=limits)
         return self.verify_decoded(clip, caller)
 
-    def verify_decoded(self, clip: audio.DecodedAudio, caller: Caller) -> VerifyReport:
-        """``verify`` for audio that is already decoded (local files)."""
+    def verify_decoded(self, clip: audio.MonoAudio | audio.DecodedAudio,
+                       caller: Caller) -> VerifyReport:
+        """``verify`` for audio that is already decoded (the report gives its own rate)."""
         with self._step("keys"):
             accepted = self.keys.keyring().accepted
         with self._step("detect"):
@@ -308,7 +315,7 @@ class Service:
                                    len(accepted))
         with self._step("lookup"):
             record, unchecked = self._look_up(found)
-        return VerifyReport(found, record, clip.duration_s, clip.sample_rate, unchecked)
+        return VerifyReport(found, record, clip.duration_s, clip.source_rate, unchecked)
 
     def _look_up(self, found: Detection) -> tuple[ProvenanceRecord | None, tuple[str, ...]]:
         if not found.found or found.record_id is None:

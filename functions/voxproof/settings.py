@@ -128,6 +128,16 @@ class Settings(BaseSettings):
     """The account id that must own the buckets (S3's ``ExpectedBucketOwner`` on every call;
     template: the stack's account). Unset locally and in tests without an account."""
 
+    decode_in_worker: bool = True
+    """Decode verify uploads in a worker process with no secrets and hard limits (a
+    ``DecodeWorker``); off only for debugging, when decoding runs in this process."""
+
+    decode_worker_memory_mb: int = Field(default=512, ge=64)
+    """Address space the decode worker may use beyond its imports (RLIMIT_AS)."""
+
+    decode_worker_cpu_s: int = Field(default=30, ge=1)
+    """CPU seconds the decode worker may use per upload (RLIMIT_CPU)."""
+
     @field_validator("auditor_principals", mode="before")
     @classmethod
     def _split_principals(cls, value: object) -> object:

@@ -43,12 +43,12 @@ def check_audio(samples: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def to_internal(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Mono float64 at 8 kHz."""
-    x = check_audio(samples, sample_rate).astype(np.float64)
-    if x.ndim == 2:
-        x = x.mean(axis=1)
+    """Mono float64 at 8 kHz (a new array). The channels are averaged before any float64 copy,
+    so the only full-length float64 arrays are mono."""
+    x = check_audio(samples, sample_rate)
+    x = x.mean(axis=1, dtype=np.float64) if x.ndim == 2 else x.astype(np.float64)
     if sample_rate == RATE:
-        return x.copy()
+        return x
     g = gcd(int(sample_rate), RATE)
     return resample_poly(x, RATE // g, int(sample_rate) // g)
 
