@@ -270,6 +270,13 @@ class ExtraNotInstalled(VoxproofError):
     code = "extra_not_installed"
 
 
+class UsageError(VoxproofError):
+    """A command line whose arguments do not fit together (argparse checks the single ones)."""
+
+    code = "usage"
+    status = 400
+
+
 # --- audio in -------------------------------------------------------------------------------
 class AudioError(VoxproofError):
     """An upload that cannot be decoded within bounds."""

@@ -10,11 +10,10 @@ from math import gcd
 from typing import Final
 
 import numpy as np
-import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import resample_poly
 
 from voxproof.errors import AudioError, UnsupportedAudio
+from voxproof.resample import resample_poly
 from voxproof.watermark.pattern import BANDS
 
 RATE: Final = 8000
@@ -76,7 +75,7 @@ def power(x8: np.ndarray) -> np.ndarray:
     padded = np.zeros(lead + HOP * n + FRAME)
     padded[lead : lead + len(x8)] = x8
     frames = sliding_window_view(padded, FRAME)[: HOP * n : HOP] * _WINDOW
-    spec = scipy.fft.rfft(frames, axis=1)
+    spec = np.fft.rfft(frames, axis=1)
     return spec.real**2 + spec.imag**2
 
 
