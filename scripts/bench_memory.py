@@ -11,8 +11,10 @@ record with the local key and registry), then writes the 16-bit WAV, as ``voxpro
 function's (``max_text_chars_batch``: one job speaks its whole text in one call).
 
 Printed per length: the process's peak RSS (``ru_maxrss``, which includes the loaded voice),
-RSS after the voice loaded, the speak time, the seconds of audio and the characters spoken per
-second of ``speak`` (the throughput the README's cost line uses). template.yaml's MemorySize
+RSS after the voice loaded, the speak time (wall and CPU: user + system of all its threads), the
+seconds of audio, and characters per second of each. Characters per CPU second is what the
+README's cost line uses: below 1,769 MB a Lambda function gets less than one vCPU, so what it
+is billed for is, to first order, CPU seconds over its share of a vCPU, not wall time here. template.yaml's MemorySize
 for the speech and batch functions is set from these peaks (its comments give the arithmetic).
 
 The text is scripts/watermark_corpus.txt's sentences, repeated and cut at a sentence end.
@@ -54,6 +56,11 @@ def _rss_mb() -> float:
     return float("nan")
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def worker(chars: int, threads: int) -> dict[str, float]:
     from voxproof.audio import write_file
     from voxproof.deadline import Deadline
@@ -68,14 +75,17 @@ def worker(chars: int, threads: int) -> dict[str, float]:
     service.load()
     loaded = time.perf_counter()
     rss_loaded = _rss_mb()
+    cpu_before = _cpu_s()
     result = service.speak(text, local_caller("bench"), Deadline.after(3600))
     spoken = time.perf_counter()
+    cpu_s = _cpu_s() - cpu_before
     with tempfile.TemporaryDirectory() as folder:
         write_file(Path(folder) / "out.wav", result.samples, result.sample_rate, "wav")
     return {
         "chars": len(text),
         "load_s": loaded - start,
         "speak_s": spoken - loaded,
+        "speak_cpu_s": cpu_s,
         "audio_s": len(result.samples) / result.sample_rate,
         "rss_loaded_mb": rss_loaded,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -94,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
           f"{os.cpu_count()} CPUs, {args.threads} threads, ONNX engine")
     print(f"{'chars':>7} {'audio s':>8} {'load s':>7} {'speak s':>8} {'chars/s':>8} "
-          f"{'RSS loaded MB':>14} {'peak RSS MB':>12}")
+          f"{'CPU s':>7} {'chars/CPU s':>11} {'RSS loaded MB':>14} {'peak RSS MB':>12}")
     for chars in args.chars:
         with tempfile.TemporaryDirectory() as state:
             env = {**os.environ, "VOXPROOF_STATE_DIR": state,
@@ -107,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         r = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{r['chars']:7d} {r['audio_s']:8.1f} {r['load_s']:7.2f} {r['speak_s']:8.2f} "
-              f"{r['chars'] / r['speak_s']:8.1f} {r['rss_loaded_mb']:14.0f} "
+              f"{r['chars'] / r['speak_s']:8.1f} {r['speak_cpu_s']:7.1f} "
+              f"{r['chars'] / r['speak_cpu_s']:11.1f} {r['rss_loaded_mb']:14.0f} "
               f"{r['peak_rss_mb']:12.0f}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
