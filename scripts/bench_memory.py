@@ -11,7 +11,8 @@ record with the local key and registry), then writes the 16-bit WAV, as ``voxpro
 function's (``max_text_chars_batch``: one job speaks its whole text in one call).
 
 Printed per length: the process's peak RSS (``ru_maxrss``, which includes the loaded voice),
-RSS after the voice loaded, the speak time (wall and CPU: user + system of all its threads), the
+RSS after the voice loaded, the peak at the end of synthesis and at the end of marking (the
+service's step hook), the speak time (wall and CPU: user + system of all its threads), the
 seconds of audio, and characters per second of each. Characters per CPU second is what the
 README's cost line uses: below 1,769 MB a Lambda function gets less than one vCPU, so what it
 is billed for is, to first order, CPU seconds over its share of a vCPU, not wall time here. template.yaml's MemorySize
@@ -23,6 +24,7 @@ The text is scripts/watermark_corpus.txt's sentences, repeated and cut at a sent
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -70,7 +72,14 @@ def worker(chars: int, threads: int) -> dict[str, float]:
 
     text = text_of(chars)
     settings = Settings(engine="onnx", torch_threads=threads, max_text_chars_sync=len(text))
-    service = build_service(settings, max_chars=len(text))
+    peaks: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(name: str):  # the service's step hook: the peak so far at the end of each step
+        yield
+        peaks[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    service = build_service(settings, max_chars=len(text), step=step)
     start = time.perf_counter()
     service.load()
     loaded = time.perf_counter()
@@ -88,6 +97,8 @@ def worker(chars: int, threads: int) -> dict[str, float]:
         "speak_cpu_s": cpu_s,
         "audio_s": len(result.samples) / result.sample_rate,
         "rss_loaded_mb": rss_loaded,
+        "peak_after_synthesis_mb": peaks["synthesize"],
+        "peak_after_mark_mb": peaks["mark"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -104,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
           f"{os.cpu_count()} CPUs, {args.threads} threads, ONNX engine")
     print(f"{'chars':>7} {'audio s':>8} {'load s':>7} {'speak s':>8} {'chars/s':>8} "
-          f"{'CPU s':>7} {'chars/CPU s':>11} {'RSS loaded MB':>14} {'peak RSS MB':>12}")
+          f"{'CPU s':>7} {'chars/CPU s':>11} {'RSS loaded MB':>14} {'peak synth MB':>14} "
+          f"{'peak mark MB':>13} {'peak RSS MB':>12}")
     for chars in args.chars:
         with tempfile.TemporaryDirectory() as state:
             env = {**os.environ, "VOXPROOF_STATE_DIR": state,
@@ -119,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['chars']:7d} {r['audio_s']:8.1f} {r['load_s']:7.2f} {r['speak_s']:8.2f} "
               f"{r['chars'] / r['speak_s']:8.1f} {r['speak_cpu_s']:7.1f} "
               f"{r['chars'] / r['speak_cpu_s']:11.1f} {r['rss_loaded_mb']:14.0f} "
+              f"{r['peak_after_synthesis_mb']:14.0f} {r['peak_after_mark_mb']:13.0f} "
               f"{r['peak_rss_mb']:12.0f}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
