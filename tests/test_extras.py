@@ -19,9 +19,10 @@ RUNTIME_MODULES = (
     "voxproof.service", "voxproof.watermark", "voxproof.audio", "voxproof.cli",
     "voxproof.handlers.http", "voxproof.handlers.common",
 )
-#: Never loaded at run time: the layer builder ([build]), plotting ([plot]) and the torch engine's
-#: libraries ([torch], not in the image).
-BUILD_AND_PLOT = ("voxproof.layer_build", "onnx", "matplotlib", "torch", "torchaudio", "TTS")
+#: Never loaded at run time: the layer builder ([build]), plotting ([plot]), the torch engine's
+#: libraries ([torch], not in the image) and scipy (tests and benchmarks only: [dev]).
+BUILD_AND_PLOT = ("voxproof.layer_build", "onnx", "matplotlib", "torch", "torchaudio", "TTS",
+                  "scipy")
 
 
 def test_the_runtime_imports_no_build_plot_or_torch_code():
