@@ -115,7 +115,7 @@ def test_binding_value_round_trips_the_40_bit_record_id():
 # --- every output is signed ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["wav", "mp3"])
+@pytest.mark.parametrize("fmt", ["wav", "mp3", "m4a", "flac"])
 def test_speech_carries_a_manifest_c2pas_reader_validates(service, registry, identity, fmt):
     result = service.speak(TEXT, CALLER, Deadline.after(60), fmt=fmt)
     assert result.format == fmt and result.manifest_store
@@ -145,9 +145,14 @@ def test_speech_carries_a_manifest_c2pas_reader_validates(service, registry, ide
         assert secret.encode() not in result.audio and secret.encode() not in result.manifest_store
     # The store is kept with the record, exactly as embedded.
     assert registry.get_manifest(result.record.record_id) == result.manifest_store
-    # The file still decodes to the marked audio.
+    # The file decodes, and verify finds its record and its manifest.
     decoded = audio.decode(result.audio)
+    assert decoded.family == {"m4a": "mp4"}.get(fmt, fmt)
     assert abs(decoded.duration_s - result.duration_s) < 0.1
+    report = service.verify(result.audio, CALLER)
+    assert report.verdict == "recorded" and report.record == result.record
+    assert report.credentials.status == "manifest_and_mark"
+    assert report.credentials.validation == "trusted"
 
 
 def test_an_unknown_format_is_refused_before_any_work(service):
