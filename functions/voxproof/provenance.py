@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import sqlite3
 import threading
 import unicodedata
@@ -196,6 +197,40 @@ class ManifestObjects(Protocol):
 
     def get(self, key: str) -> bytes:
         """The object's bytes."""
+
+
+class S3Manifests:
+    """Manifest stores as S3 objects beside the records: ``manifests/<record id>-<random>.c2pa``
+    (a fresh key per write, so a write for a record id that turns out taken overwrites nothing).
+
+    Parameters
+    ----------
+    bucket:
+        The output bucket.
+    client:
+        A boto3 S3 client.
+    owner:
+        The account that must own the bucket (``ExpectedBucketOwner``), when known.
+    """
+
+    PREFIX: Final = "manifests/"
+
+    def __init__(self, bucket: str, client: Any, owner: str | None = None) -> None:
+        self._bucket = bucket
+        self._client = client
+        self._owner = {"ExpectedBucketOwner": owner} if owner else {}
+
+    def put(self, name: str, data: bytes) -> str:
+        key = f"{self.PREFIX}{name}-{secrets.token_hex(6)}.c2pa"
+        self._client.put_object(Bucket=self._bucket, Key=key, Body=data,
+                                ContentType="application/c2pa", **self._owner)
+        return key
+
+    def get(self, key: str) -> bytes:
+        if not key.startswith(self.PREFIX):
+            raise ValueError("not a manifest key")
+        out = self._client.get_object(Bucket=self._bucket, Key=key, **self._owner)
+        return out["Body"].read()
 
 
 class DynamoRegistry:

@@ -26,7 +26,7 @@ from voxproof import __version__
 from voxproof.credentials.core import Credentials
 from voxproof.decode_worker import Decoder, DecodeWorker, InProcessDecoder
 from voxproof.keyring import FileKeySource, KeySource, SecretsManagerKeySource
-from voxproof.provenance import DynamoRegistry, Registry, SQLiteRegistry
+from voxproof.provenance import DynamoRegistry, Registry, S3Manifests, SQLiteRegistry
 from voxproof.service import Service, Step, no_step
 from voxproof.settings import Settings
 
@@ -161,7 +161,10 @@ def _decoder(settings: Settings) -> Decoder:
 
 def _registry(settings: Settings, aws: AwsClients | None) -> Registry:
     if aws is not None and settings.records_table:
-        return DynamoRegistry(settings.records_table, aws("dynamodb"))
+        manifests = None
+        if settings.output_bucket:  # stores too large for an item go beside the records
+            manifests = S3Manifests(settings.output_bucket, aws("s3"), settings.bucket_owner)
+        return DynamoRegistry(settings.records_table, aws("dynamodb"), manifests)
     settings.ensure_state_dir()
     return SQLiteRegistry(settings.state_dir / "records.sqlite3")
 
