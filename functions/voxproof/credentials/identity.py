@@ -103,11 +103,27 @@ def root_of(chain_pem: bytes) -> bytes:
 def issue_local(org: str = "voxproof (local)") -> tuple[bytes, bytes, bytes]:
     """A new CA and ES256 signing certificate: (ca_pem, leaf_pem, leaf_key_pem). The CA's key
     is dropped on return."""
+    start, end = validity()
+    ca, ca_key = new_ca(f"voxproof local CA {secrets.token_hex(4)}", org, start, end)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = leaf_certificate(key.public_key(), ca.subject, ca_key, org=org, start=start, end=end)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return _pem(ca), _pem(leaf), key_pem
+
+
+def validity(days: int = _VALID_DAYS) -> tuple[datetime.datetime, datetime.datetime]:
+    """From five minutes ago (clock skew) to ``days`` from now."""
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=_VALID_DAYS)
+    return now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
+
+
+def new_ca(common_name: str, org: str, start: datetime.datetime, end: datetime.datetime
+           ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed P-256 CA that may issue end-entity certificates only (path length 0)."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"voxproof local CA {secrets.token_hex(4)}", org)
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+    name = _name(common_name, org)
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
           .not_valid_before(start).not_valid_after(end)
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -115,11 +131,7 @@ def issue_local(org: str = "voxproof (local)") -> tuple[bytes, bytes, bytes]:
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
                          critical=False)
           .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = leaf_certificate(key.public_key(), ca_name, ca_key, org=org, start=start, end=end)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return _pem(ca), _pem(leaf), key_pem
+    return ca, ca_key
 
 
 def leaf_certificate(public_key: ec.EllipticCurvePublicKey, issuer: x509.Name,
