@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from voxproof import __version__
 from voxproof.credentials.core import Credentials
 from voxproof.decode_worker import Decoder, DecodeWorker, InProcessDecoder
+from voxproof.errors import VoxproofError
 from voxproof.keyring import FileKeySource, KeySource, SecretsManagerKeySource
 from voxproof.provenance import DynamoRegistry, Registry, S3Manifests, SQLiteRegistry
 from voxproof.service import Service, Step, no_step
@@ -141,7 +142,10 @@ def build_credentials(settings: Settings, aws: AwsClients | None = None) -> Cred
         pems: list[bytes] = []
         if settings.c2pa_trust_own_ca:
             if on_aws_chain:
-                pems.append(root_of(kms_chain()))
+                try:
+                    pems.append(root_of(kms_chain()))
+                except (VoxproofError, ValueError):  # not provisioned yet: trusted on a later ask
+                    pass
             elif (settings.credentials_dir / CA_FILE).is_file():
                 pems.append((settings.credentials_dir / CA_FILE).read_bytes())
         if settings.c2pa_trust_anchors is not None:
