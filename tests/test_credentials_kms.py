@@ -112,3 +112,29 @@ def test_speech_signed_by_kms_verifies_through_the_service(kms_stack, default_vo
     report = svc.verify(result.audio, CALLER)
     assert report.credentials.status == "manifest_and_mark"
     assert report.credentials.validation == "trusted"
+
+
+def test_the_chain_script_issues_and_stores_a_chain_that_signs(kms_stack, aws_client,
+                                                                moto_endpoint, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    empty = aws_client("secretsmanager").create_secret(Name=f"vx-empty-{uuid.uuid4().hex[:8]}")
+    env = {**os.environ, "PYTHONPATH": str(repo / "functions"), "AWS_ENDPOINT_URL": moto_endpoint,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    subprocess.run([sys.executable, str(repo / "scripts" / "c2pa_kms_chain.py"), "--key-id",
+                    kms_stack["key_id"], "--secret-id", empty["ARN"], "--ca-out",
+                    str(tmp_path / "ca.pem")], check=True, env=env, capture_output=True)
+    creds = build_credentials(_settings(kms_stack, c2pa_chain_secret_id=empty["ARN"]),
+                              AwsClients())
+    signed = creds.sign(_wav(), "wav", record_id=7, key_id="k", voice="v",
+                        model_manifest_sha256="0" * 64)
+    anchored = c2pa.Context(c2pa.Settings.from_dict({
+        "verify": {"verify_trust": True},
+        "trust": {"trust_anchors": (tmp_path / "ca.pem").read_text()}}))
+    assert c2pa.Reader("audio/wav", io.BytesIO(signed.audio),
+                       context=anchored).get_validation_state() == "Trusted"
