@@ -358,3 +358,24 @@ def test_a_kms_key_signs_manifests_and_only_the_speaking_functions_may_sign(temp
     glob = template["Globals"]["Function"]["Environment"]["Variables"]
     assert glob["VOXPROOF_C2PA_CHAIN_SECRET_ID"] == {"Ref": "C2paChainSecret"}
     assert "VOXPROOF_C2PA_KMS_KEY_ID" not in glob
+
+
+def test_the_soft_binding_api_has_verifys_authentication_and_throttles(template):
+    ops = _operations(template)
+    c2pa_ops = {key: op for key, op in ops.items() if key[0].startswith("/v1/c2pa/")}
+    assert set(c2pa_ops) == {("/v1/c2pa/matches/byBinding", "GET"),
+                             ("/v1/c2pa/matches/byBinding", "POST"),
+                             ("/v1/c2pa/matches/byContent", "POST"),
+                             ("/v1/c2pa/manifests/{manifestId}", "GET"),
+                             ("/v1/c2pa/services/supportedAlgorithms", "GET")}
+    for mode in ("ApiKey", "Iam", "Both"):
+        for op in c2pa_ops.values():
+            assert _security(op, mode) == _security(ops[("/v1/verify", "POST")], mode)
+    res = template["Resources"]
+    for plan in ("SpeechUsagePlan", "VerifyUsagePlan", "AuditorUsagePlan"):
+        throttle = res[plan]["Properties"]["ApiStages"][0]["Throttle"]
+        verify = throttle["/v1/verify/POST"]
+        for path, method in c2pa_ops:
+            if path.endswith("supportedAlgorithms"):
+                continue  # a constant answer: the plan's own throttle
+            assert throttle[f"{path}/{method}"] == verify, (plan, path)

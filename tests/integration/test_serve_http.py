@@ -345,3 +345,55 @@ def test_a_request_for_another_host_is_refused_dns_rebinding(server):
 def test_the_server_still_answers_after_the_errors(server):
     status, health = server.json("GET", "/v1/health")
     assert status == 200 and health["status"] == "ok"
+
+
+# --- the C2PA Soft Binding Resolution API -------------------------------------------------------
+
+
+def test_soft_binding_resolution_finds_the_manifest_by_binding_and_by_content(server, tmp_path):
+    import io
+    from urllib.parse import quote
+
+    import c2pa
+    from voxproof.credentials.manifest import ALGORITHM, binding_value
+
+    status, speech = server.json("POST", "/v1/speech", {"text": MP3_TEXT})
+    assert status == 200
+    wav = base64.b64decode(speech["audio_base64"])
+    label = c2pa.Reader("audio/wav", io.BytesIO(wav)).get_active_manifest()["label"]
+    status, algs = server.json("GET", "/v1/c2pa/services/supportedAlgorithms")
+    assert status == 200 and algs == {"watermarks": [{"alg": ALGORITHM}], "fingerprints": []}
+
+    binding = binding_value(int(speech["record_id"], 16))
+    value = quote(binding, safe="")
+    status, found = server.json("GET", f"/v1/c2pa/matches/byBinding?alg={ALGORITHM}&value={value}")
+    assert status == 200 and found == {"matches": [{"manifestId": label, "similarityScore": 100}]}
+    status, posted = server.json("POST", "/v1/c2pa/matches/byBinding",
+                                 {"alg": ALGORITHM, "value": binding})
+    assert status == 200 and posted == found
+    status, other = server.json("GET", f"/v1/c2pa/matches/byBinding?alg=com.example.x&value={value}")
+    assert status == 200 and other == {"matches": []}
+    status, error = server.json("GET", f"/v1/c2pa/matches/byBinding?alg={ALGORITHM}&value=AAAA")
+    assert status == 400 and error["error"]["code"] == "invalid_binding"
+
+    # By content: a stripped, re-encoded copy still finds its manifest through the mark.
+    (tmp_path / "s.wav").write_bytes(wav)
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(tmp_path / "s.wav"),
+                    "-map_metadata", "-1", "-b:a", "64k", str(tmp_path / "s.mp3")], check=True)
+    status, by_content = server.json("POST", "/v1/c2pa/matches/byContent",
+                                     (tmp_path / "s.mp3").read_bytes(),
+                                     {"Content-Type": "audio/mpeg"})
+    assert status == 200 and by_content == found
+    status, none = server.json("POST", "/v1/c2pa/matches/byContent", wav_of(3.0),
+                               {"Content-Type": "audio/wav"})
+    assert status == 200 and none == {"matches": []}
+
+    status, headers, store = server.request("GET", f"/v1/c2pa/manifests/{quote(label)}")
+    assert status == 200 and headers["Content-Type"] == "application/c2pa"
+    reader = c2pa.Reader("application/c2pa", io.BytesIO(store))
+    assert reader.get_active_manifest()["label"] == label
+    forged = label[:-12] + "0" * 12  # the same form, another record id
+    status, error = server.json("GET", f"/v1/c2pa/manifests/{quote(forged)}")
+    assert status == 404 and error["error"]["code"] == "not_found"
+    status, error = server.json("GET", "/v1/c2pa/manifests/not-a-manifest")
+    assert status == 400 and error["error"]["code"] == "invalid_binding"
