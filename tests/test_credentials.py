@@ -98,11 +98,19 @@ def test_concurrent_first_uses_agree_on_one_identity(tmp_path):
 
 
 def test_a_ca_certificate_used_directly_is_refused_by_c2pa(identity):
-    ca_only = LocalIdentity(identity.folder, identity.ca_pem, identity.key_pem, identity.ca_pem)
+    from cryptography.hazmat.primitives import serialization
+    from voxproof.credentials.identity import new_ca, validity
+    from voxproof.credentials.signer import SigningFailed
+
+    ca, ca_key = new_ca("a CA", "test", *validity())
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+    key_pem = ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption())
+    as_signer = LocalIdentity(identity.folder, ca_pem, key_pem, ca_pem)
     wav = audio.encode(np.zeros(8000, np.float32), 8000)
-    with pytest.raises(Exception):  # c2pa refuses the CA as a signer (and its key does not match)
-        _credentials(ca_only).sign(wav, "wav", record_id=1, key_id="k", voice="v",
-                                   model_manifest_sha256="0" * 64)
+    with pytest.raises(SigningFailed):
+        _credentials(as_signer).sign(wav, "wav", record_id=1, key_id="k", voice="v",
+                                     model_manifest_sha256="0" * 64)
 
 
 def test_binding_value_round_trips_the_40_bit_record_id():
@@ -247,7 +255,7 @@ def test_neither_manifest_nor_mark(signed):
 def test_assess_tells_the_rarer_cases_apart():
     valid = CredentialsCheck("trusted", record_id=5)
     absent = CredentialsCheck("absent")
-    nothing = lambda: None  # noqa: E731
+    nothing = lambda: None
 
     def no_store(_: bytes) -> CredentialsCheck:
         raise AssertionError("not looked up")
