@@ -19,7 +19,8 @@ the wrong method 405, a body over the route's limit 413 before it is parsed, any
 message in the answer).
 
 Observability: JSON logs with the request and correlation ids (never the text, never a key);
-X-Ray subsegments validate, keys, synthesize, mark, store, upload / decode, detect, lookup;
+X-Ray subsegments validate, keys, synthesize, mark, encode, sign, store, upload / decode, detect,
+lookup, credentials;
 EMF metrics (ApiRequests, SpeechRequests, AudioSeconds, VerifyRequests, VerifyFound, ApiErrors)
 flushed per invocation.
 """
