@@ -251,6 +251,7 @@ def test_a_batch_result_is_signed_in_the_jobs_format(default_voice, store, s3, r
                                         "trust": {"trust_anchors": identity.ca_pem.decode()}})
     reader = c2pa.Reader(mime, io.BytesIO(data), context=c2pa.Context(settings))
     assert reader.get_validation_state() == "Trusted"
+    assert c2pa.Reader(mime, io.BytesIO(data)).get_validation_state() == "Valid"  # no local CA
     assert registry.get_manifest(int(result.record_id, 16)) is not None
     report = service.verify(data, CALLER)
     assert report.credentials.status == "manifest_and_mark"

@@ -190,6 +190,8 @@ def test_synth_writes_signed_audio_in_the_format_asked(tiny_cli, tmp_path, capsy
         "trust_anchors": (tmp_path / "ca.pem").read_text()}})
     reader = c2pa.Reader(mime, io.BytesIO(out.read_bytes()), context=c2pa.Context(settings))
     assert reader.get_validation_state() == "Trusted"
+    default = c2pa.Reader(mime, io.BytesIO(out.read_bytes()))  # without the local CA
+    assert default.get_validation_state() == "Valid"
     code, text, _ = run(["verify", str(out)], capsys)  # the tiny voice is too short to mark
     assert code == 0 and "manifest in the file valid, trusted signer" in text
 

@@ -39,6 +39,7 @@ class Server:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port
+        self.state: Path | None = None
 
     def request(self, method: str, path: str, body: bytes | dict | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -93,7 +94,9 @@ def server(moto_endpoint: str, input_bucket: str,
                              cwd=state, env=env)
     try:
         url = _wait_for_url(process)
-        yield Server(url)
+        served = Server(url)
+        served.state = state  # the local CA is made here on the first speech
+        yield served
     finally:
         process.stop()
 
@@ -180,12 +183,16 @@ def test_the_record_survives_an_mp3_64k_round_trip(server, tmp_path):
 # --- formats and Content Credentials -------------------------------------------------------------
 
 
-def _c2pa_state(data: bytes, mime: str) -> str:
+def _c2pa_state(data: bytes, mime: str, anchors: str | None = None) -> str:
     import io
 
     import c2pa
 
-    return c2pa.Reader(mime, io.BytesIO(data)).get_validation_state()
+    if anchors is None:
+        return c2pa.Reader(mime, io.BytesIO(data)).get_validation_state()
+    context = c2pa.Context(c2pa.Settings.from_dict(
+        {"verify": {"verify_trust": True}, "trust": {"trust_anchors": anchors}}))
+    return c2pa.Reader(mime, io.BytesIO(data), context=context).get_validation_state()
 
 
 @pytest.mark.parametrize(("fmt", "mime", "family"), [
@@ -197,6 +204,8 @@ def test_speech_in_each_format_is_signed_and_verifies(server, fmt, mime, family)
     data = base64.b64decode(speech["audio_base64"])
     assert audio.decode(data).family == family
     assert _c2pa_state(data, mime) == "Valid"  # c2pa's default trust list lacks our local CA
+    ca = (server.state / "c2pa" / "ca.pem").read_text()
+    assert _c2pa_state(data, mime, ca) == "Trusted"
     status, report = server.json("POST", "/v1/verify", data, {"Content-Type": mime})
     assert status == 200 and report["record_id"] == speech["record_id"]
     from voxproof.handlers.api_models import VerifyPublicResponse

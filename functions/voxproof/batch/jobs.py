@@ -162,8 +162,8 @@ def job_fingerprint(key: WatermarkKey, job: Job) -> str:
     """HMAC-SHA256 of the job's content (text, voice, output_key) under a key derived from
     ``key``: equal for the same job, different for any change, unreadable without the key."""
     fields = [job.text, job.voice, job.output_key]
-    if job.format is not None:  # jobs stored before formats existed keep their fingerprint
-        fields.append(job.format)
+    if job.audio_format != "wav":  # WAV jobs (as before formats existed) keep their fingerprint
+        fields.append(job.audio_format)
     content = json.dumps(fields, ensure_ascii=False)
     return hmac.new(key.mac(_FINGERPRINT_LABEL), content.encode("utf-8", "surrogatepass"),
                     hashlib.sha256).hexdigest()
