@@ -146,10 +146,13 @@ def _error_code(err: Exception) -> str:
 
 
 def _context(anchors_pem: str | None) -> c2pa.Context:
-    """One c2pa context per set of anchors (trust checked always; no OCSP or remote fetch)."""
+    """One c2pa context per set of anchors (trust checked always; never a network fetch: no
+    remote manifest a hostile upload points at, no OCSP)."""
     with _contexts_lock:
         if anchors_pem not in _contexts:
-            trust: dict[str, Any] = {"verify": {"verify_trust": True}}
+            trust: dict[str, Any] = {"verify": {"verify_trust": True,
+                                                "remote_manifest_fetch": False,
+                                                "ocsp_fetch": False}}
             if anchors_pem:
                 trust["trust"] = {"trust_anchors": anchors_pem}
             _contexts[anchors_pem] = c2pa.Context(c2pa.Settings.from_dict(trust))
