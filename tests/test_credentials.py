@@ -273,3 +273,44 @@ def test_a_stored_store_read_alone_reports_signature_and_trust(signed, identity)
     tampered[-10] ^= 0xFF  # inside the signature
     assert read_stored(bytes(tampered), anchors_pem=identity.ca_pem.decode()).state == "invalid"
     assert read_embedded(result.audio, "audio/wav", anchors_pem=None).state == "valid_untrusted"
+
+
+def test_reading_an_upload_never_fetches_a_remote_manifest(identity):
+    """An upload can point at a remote manifest (an SSRF lever); c2pa's default context fetches
+    it, voxproof's never does."""
+    import http.server
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(
+            c2pa.C2paSigningAlg.ES256, identity.chain_pem, identity.key_pem, None))
+        from voxproof.credentials.manifest import manifest_definition
+
+        builder = c2pa.Builder(manifest_definition(record_id=1, key_id="k", voice="v",
+                                                   model_manifest_sha256="0" * 64, fmt="wav",
+                                                   version="0"))
+        builder.set_no_embed()
+        builder.set_remote_url(f"http://127.0.0.1:{server.server_port}/m.c2pa")
+        out = io.BytesIO()
+        builder.sign(signer, "audio/wav", io.BytesIO(audio.encode(np.zeros(8000, np.float32),
+                                                                    8000)), out)
+        check = read_embedded(out.getvalue(), "audio/wav", anchors_pem=None)
+        assert check.state == "absent" and check.failures == ("c2pa.error.Remote",)
+        assert hits == []
+        with pytest.raises(c2pa.C2paError):  # the default context does fetch: the lever is real
+            c2pa.Reader("audio/wav", io.BytesIO(out.getvalue()))
+        assert hits == ["/m.c2pa"]
+    finally:
+        server.shutdown()

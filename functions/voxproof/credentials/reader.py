@@ -141,8 +141,12 @@ def _signer(manifest: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _error_code(err: Exception) -> str:
-    name = type(err).__name__.lstrip("_").removeprefix("C2pa")
-    return f"c2pa.error.{name or 'Other'}"
+    """``c2pa.error.<Kind>`` from c2pa's ``"Kind: detail"`` message (never the detail, which
+    may hold a URL or a path from the upload)."""
+    kind = str(err).split(":", 1)[0].strip()
+    if not kind.isidentifier():
+        kind = type(err).__name__.lstrip("_").removeprefix("C2pa") or "Other"
+    return f"c2pa.error.{kind}"
 
 
 def _context(anchors_pem: str | None) -> c2pa.Context:
