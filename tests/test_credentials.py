@@ -283,7 +283,7 @@ def test_reading_an_upload_never_fetches_a_remote_manifest(identity):
     hits: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-
+        def do_GET(self):
             hits.append(self.path)
             self.send_response(404)
             self.end_headers()
