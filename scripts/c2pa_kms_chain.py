@@ -15,7 +15,6 @@ import argparse
 from pathlib import Path
 
 import boto3
-
 from voxproof.credentials.kms import issue_chain
 
 
