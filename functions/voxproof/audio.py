@@ -658,15 +658,21 @@ def _encode_av(block: np.ndarray, sample_rate: int, muxer: str, codec: str,
 
 def write_file(path: str | Path, samples: np.ndarray, sample_rate: int, fmt: str | None = None,
                *, bitrate: int | None = None) -> str:
-    """Write ``samples`` to ``path`` atomically; returns the format written.
+    """Write ``samples`` to ``path`` atomically (``write_bytes``); returns the format written."""
+    path = Path(path)
+    fmt = fmt or output_format_for(path.suffix, sample_rate)
+    write_bytes(path, encode(samples, sample_rate, fmt, bitrate=bitrate))
+    return fmt
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically.
 
     The bytes go to a fresh temporary file beside ``path`` that is renamed over it once
     complete; on any error the temporary file is removed, so ``path`` is either untouched or
     whole. ``OSError`` (missing folder, no permission, disk full) is the caller's to report.
     """
     path = Path(path)
-    fmt = fmt or output_format_for(path.suffix, sample_rate)
-    data = encode(samples, sample_rate, fmt, bitrate=bitrate)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # umask applies
     try:
@@ -676,4 +682,3 @@ def write_file(path: str | Path, samples: np.ndarray, sample_rate: int, fmt: str
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return fmt

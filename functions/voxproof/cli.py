@@ -188,8 +188,10 @@ def _verify_one(service, name: str, stdin: bytes | None, args: argparse.Namespac
 
     label = "(standard input)" if name == "-" else Path(name).name
     text = report_text(report.detection, label, report.duration_s, report.sample_rate)
-    record = _record_text(report)
-    return f"{text}\n{record}" if record else text
+    lines = [text, _record_text(report)]
+    if report.credentials is not None:
+        lines.append(_credentials_text(report.credentials))
+    return "\n".join(line for line in lines if line)
 
 
 def _verify_or_report(service, name: str, stdin: bytes | None,
@@ -235,6 +237,18 @@ def _verify_in_pool(args: argparse.Namespace, key_files: list[str] | None, files
     with ctx.Pool(jobs, initializer=_pool_init,
                   initargs=(args.settings, key_files, stdin, pool_args)) as pool:
         yield from pool.imap(_pool_verify, files)
+
+
+def _credentials_text(creds) -> str:
+    """Two lines: what the manifest says, and what it proves beside the mark."""
+    check = creds.embedded if creds.source == "embedded" else creds.stored
+    state = {"trusted": "valid, trusted signer", "valid_untrusted": "valid, untrusted signer",
+             "invalid": "INVALID"}.get(creds.validation or "", "none")
+    where = {"embedded": " in the file", "registry": " from the registry"}.get(creds.source or "",
+                                                                             "")
+    codes = f" ({', '.join(check.failures)})" if check is not None and check.failures else ""
+    return (f"c2pa:    {creds.status}: manifest{where} {state}{codes}\n"
+            f"         {creds.summary}")
 
 
 def _record_text(report) -> str:
@@ -309,10 +323,14 @@ def _cmd_layer_verify(args: argparse.Namespace) -> int:
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    synth = sub.add_parser("synth", help="speak text into a 16-bit WAV file")
+    synth = sub.add_parser("synth", help="speak text into an audio file (WAV, MP3, M4A, FLAC), "
+                                         "watermarked and signed")
     synth.add_argument("text", nargs="?", help="what to say (or use --text-file)")
     synth.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
-    synth.add_argument("-o", "--out", type=Path, required=True, help="the .wav file to write")
+    synth.add_argument("-o", "--out", type=Path, required=True,
+                       help="the file to write (.wav, .mp3, .m4a or .flac)")
+    synth.add_argument("--format", choices=("wav", "mp3", "m4a", "flac"),
+                       help="the format (default: from the output's suffix)")
     synth.add_argument(
         "--deadline-s", type=_seconds, default=DEFAULT_DEADLINE_S, metavar="S",
         help=f"time budget for the synthesis once the voice is loaded (default "
@@ -334,17 +352,62 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         raise RequestError("give the text either as an argument or with --text-file")
     text = args.text if args.text_file is None else read_text_file(
         args.text_file, max_chars=settings.max_text_chars_sync)
-    result = synth_to_wav(text, args.out, settings=settings, deadline_s=args.deadline_s)
+    result = synth_to_wav(text, args.out, settings=settings, deadline_s=args.deadline_s,
+                          fmt=args.format)
     for removal in result.speech.removed:
         print(f"note: removed {removal.code_point} ({removal.reason}) at position "
               f"{removal.position}", file=sys.stderr)
     record = result.record
+    kind = "16-bit WAV" if result.format == "wav" else result.format.upper()
     print(
-        f"wrote {args.out}: {result.duration_s:.2f} s, {result.sample_rate} Hz 16-bit WAV, "
+        f"wrote {args.out}: {result.duration_s:.2f} s, {result.sample_rate} Hz {kind}, "
         f"voice {record.voice}, model manifest sha256 {record.model_manifest_sha256}\n"
         f"marked with record {record.record_id_hex} under key {record.key_id} "
         f"(recorded in the local registry)"
     )
+    if result.manifest_store is not None:
+        print(f"signed: C2PA manifest ({len(result.manifest_store)} bytes) naming record "
+              f"{record.record_id_hex}, kept with the record")
+    return 0
+
+
+def _add_credentials(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("credentials",
+                       help="show the local C2PA signing certificates; export the CA to trust")
+    p.add_argument("--export-ca", metavar="PEM", type=Path,
+                   help="write the local CA certificate here (for readers to trust)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_credentials)
+
+
+def _cmd_credentials(args: argparse.Namespace) -> int:
+    from voxproof.audio import write_bytes
+    from voxproof.credentials.identity import LocalIdentity
+
+    settings: Settings = args.settings
+    settings.ensure_state_dir()
+    identity = LocalIdentity.load_or_create(settings.credentials_dir)  # like the watermark key
+    info = identity.describe()
+    if args.export_ca:
+        try:
+            write_bytes(args.export_ca, identity.ca_pem)
+        except OSError:
+            from voxproof.errors import OutputError
+
+            raise OutputError("the CA certificate cannot be written there") from None
+        info["exported_ca"] = str(args.export_ca)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    ca, signer = info["ca"], info["signer"]
+    print(f"CA:     {ca['subject']} (until {ca['not_after']})\n"
+          f"        sha256 {ca['sha256']}\n        {ca['file']}\n"
+          f"signer: {signer['subject']}, issued by the CA, ES256 (until {signer['not_after']})\n"
+          f"        sha256 {signer['sha256']}\n        {signer['file']}\n"
+          f"key:    {signer['key_file']} (mode {signer['key_mode']})")
+    if args.export_ca:
+        print(f"exported the CA certificate to {args.export_ca}: give it to readers as a trust "
+              "anchor (c2pa settings trust.trust_anchors, VOXPROOF_C2PA_TRUST_ANCHORS)")
     return 0
 
 
@@ -413,7 +476,8 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-_SUBCOMMANDS: list = [_add_synth, _add_layer, _add_keygen, _add_mark, _add_verify, _add_serve]
+_SUBCOMMANDS: list = [_add_synth, _add_layer, _add_keygen, _add_mark, _add_verify, _add_serve,
+                      _add_credentials]
 
 
 class _StderrHandler(logging.StreamHandler):

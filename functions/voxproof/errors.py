@@ -386,6 +386,14 @@ class UnsupportedMediaType(RequestError):
     status = 415
 
 
+class NotAcceptable(RequestError):
+    """The request asks for a representation the route cannot give (e.g. ``format`` and
+    ``Accept`` disagree)."""
+
+    code = "not_acceptable"
+    status = 406
+
+
 class MethodNotAllowed(RequestError):
     """The route exists, but not for this HTTP method (details: ``allow``)."""
 
