@@ -1,8 +1,8 @@
 """Where the units lie: folds (soft combining of repeats), keyed correlations, sync, tracking.
 
-``sync`` proposes alignments per search window; ``tracked_fold`` follows a small speed drift;
-``followed_fold`` follows WSOLA tempo changes piece by piece. See docs/watermark.md, "Folds and
-alignment" and "Search".
+``sync`` proposes alignments per search window and for the whole input; ``tracked_fold``
+follows a small speed drift; ``followed_fold`` follows WSOLA tempo changes piece by piece. See
+docs/watermark.md, "Folds and alignment" and "Search".
 """
 
 from __future__ import annotations
@@ -129,13 +129,16 @@ def decode_fold(folded: np.ndarray, pattern: Pattern, offset: int = 0) -> np.nda
 
 # --- sync and tracking ------------------------------------------------------------------------
 def sync(view: View, pattern: Pattern) -> list[Candidate]:
-    """The best alignments of each search window of ``view``: by the pilots, and by the pilots
-    plus the blind statistic of the payload cells."""
+    """The best alignments of each search window of ``view``, and of the whole input as one
+    span when it is longer than a window: by the pilots, and by the pilots plus the blind
+    statistic of the payload cells."""
     cells, signs = pilot_cells(pattern)
     blind = np.flatnonzero(~pattern.is_pilot)
     n = len(view.phasor)
     step = SEARCH_WINDOW // 2
     spans = [(a, min(n, a + SEARCH_WINDOW)) for a in range(0, max(1, n - step), step)]
+    if spans[0] != (0, n):
+        spans.append((0, n))  # the whole input: on long inputs its pilots are the strongest
     g = np.array([grid(fold(view.phasor, a, b)) for a, b in spans])
     s = np.array([grid(fold(view.square, a, b)) for a, b in spans])
     t = correlate(g, 0, key_weights(pattern, cells, signs))
