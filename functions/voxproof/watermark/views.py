@@ -128,7 +128,7 @@ class _Cells:
     log_e: np.ndarray  # (frames + 8, BANDS) slot log energies
     unit: np.ndarray  # (frames, BANDS) reliability * exp(2 pi i value / step)
     activity: np.ndarray  # (frames,) speech activity of the cell's two slots
-    loud_db: np.ndarray  # (frames, BANDS) how far (dB) the weaker tile is below the loud tiles
+    slot_activity: np.ndarray  # (frames + 8,) speech activity of each slot
 
     def view(self, hyp: Hypothesis) -> View:
         extra = {"noise": self.loud_weight, "onset": self.onset_weight}.get(hyp.weighting)
@@ -138,19 +138,29 @@ class _Cells:
                     phasor * self.unit, np.broadcast_to(self.activity[:, None], phasor.shape),
                     hyp.mode)
 
+    def tiles(self) -> tuple[np.ndarray, np.ndarray]:
+        """Log energies of each cell's first and second tile (frames, BANDS)."""
+        frames = len(self.unit)
+        return self.log_e[:frames], self.log_e[an.SLOT_HOPS : an.SLOT_HOPS + frames]
+
     def loud_weight(self) -> np.ndarray:
-        return np.exp(-np.maximum(self.loud_db - NOISE_KNEE_DB, 0.0) / NOISE_DB)
+        """A fall of e per ``NOISE_DB`` for cells whose weaker tile is more than
+        ``NOISE_KNEE_DB`` below the loud tiles."""
+        loud = self.log_e[self.slot_activity > 0]
+        top = np.percentile(loud, 99) if len(loud) else 0.0  # the loud tiles
+        loud_db = np.maximum(top - np.minimum(*self.tiles()), 0.0) / _DB
+        return np.exp(-np.maximum(loud_db - NOISE_KNEE_DB, 0.0) / NOISE_DB)
 
     def onset_weight(self) -> np.ndarray:
         """Trust in each cell against echoes: a logistic of how far (dB) the cell's weaker tile
         stands above the loudest tile of its band 64-192 ms earlier (an echo tail fills decays,
         not onsets). Key-independent."""
         frames = len(self.unit)
+        first, second = self.tiles()
         low, high = ONSET_LAGS
         padded = np.vstack([np.full((high, self.log_e.shape[1]), -np.inf), self.log_e])
         # earlier[t] = max of log_e[t - high .. t - low] (padded rows t .. t + high - low)
         earlier = sliding_window_view(padded, high - low + 1, axis=0).max(axis=-1)
-        first, second = self.log_e[:frames], self.log_e[an.SLOT_HOPS : an.SLOT_HOPS + frames]
         margin = np.where(first <= second, first - earlier[:frames],
                           second - earlier[an.SLOT_HOPS : an.SLOT_HOPS + frames])
         margin_db = np.clip(margin / _DB, -60.0, 60.0)
@@ -169,10 +179,7 @@ def _cells(band_energy: np.ndarray, time_scale: float, phase: float) -> _Cells |
     unit.real, unit.imag = np.cos(angle), np.sin(angle)
     unit *= steps / (steps + RELIABLE_STEP)
     act = _activity(log_e)
-    loud = log_e[act > 0]
-    top = np.percentile(loud, 99) if len(loud) else 0.0
-    loud_db = np.maximum(top - np.minimum(first, second), 0.0) / _DB
-    return _Cells(log_e, unit, act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :], loud_db)
+    return _Cells(log_e, unit, act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :], act)
 
 
 def _activity(log_e: np.ndarray) -> np.ndarray:
