@@ -98,11 +98,12 @@ class Views:
         self.wide_plan: list[Hypothesis] = [
             Hypothesis("none", 0.0, p, w) for w in WIDE_WEIGHTINGS for p in PHASES
         ] + [
-            Hypothesis(mode, sign * change, p)
-            for mode, changes in (("speed", WIDE_SPEEDS),
-                                  ("pitch", tuple(pitch_change(c) for c in PITCH_CENTS)),
-                                  ("tempo", TEMPOS))
-            for change in changes for sign in (1, -1) for p in SPEED_PHASES
+            Hypothesis(mode, change, p)
+            for mode, changes in (
+                ("speed", [sign * s for s in WIDE_SPEEDS for sign in (1, -1)]),
+                ("pitch", [pitch_change(sign * c) for c in PITCH_CENTS for sign in (1, -1)]),
+                ("tempo", [sign * t for t in TEMPOS for sign in (1, -1)]))
+            for change in changes for p in SPEED_PHASES
         ]
 
     def get(self, hyp: Hypothesis) -> View | None:
