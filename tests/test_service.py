@@ -51,7 +51,8 @@ def test_speak_marks_records_and_verify_finds_the_record(service, registry):
     assert report.record == stored
     body = report.to_dict()
     assert body["record"]["record_id"] == result.record.record_id_hex
-    assert body["unchecked"] == [] and body["confidence"] >= 1.0 - MAX_ATTEMPTS * 2.0**-24 - 1e-12  # rounded to 12 places
+    assert body["unchecked"] == []
+    assert body["confidence"] >= 1.0 - MAX_ATTEMPTS * 2.0**-24 - 1e-12  # rounded to 12 places
 
 
 def test_the_mark_survives_mp3_and_still_names_the_record(service, tmp_path):

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from voxproof.deadline import Deadline
-from voxproof.watermark import TAG_BITS, WatermarkKey, detect, embed
-from voxproof.watermark import align
+from voxproof.watermark import TAG_BITS, WatermarkKey, align, detect, embed
 from voxproof.watermark.detect import CANDIDATES, MAX_ATTEMPTS, WIDE_CANDIDATES
 from voxproof.watermark.pattern import BANDS, pattern_for
 from voxproof.watermark.views import Hypothesis, Views
