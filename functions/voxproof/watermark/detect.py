@@ -185,9 +185,11 @@ def _search_alignments(views: Views, pattern: Pattern, attempts: _Attempts,
 def _search_wide(views: Views, pattern: Pattern, attempts: _Attempts,
                  pool: list[Candidate], tried: list[Candidate]) -> _Hit | None:
     for hyp in views.wide_plan:
-        view = views.get(hyp)
+        view = views.compute(hyp)  # not kept: only the pool's candidates hold their views
         if view is not None:  # a stretch may leave too little for a unit: skip it
             pool.extend(align.sync(view, pattern))
+            # only the best distinct untried candidates can still be decoded: keep just them
+            pool[:] = _distinct(sorted(pool, key=lambda c: -c.z), tried)[:WIDE_CANDIDATES]
     return _decode_best(pool, tried, WIDE_CANDIDATES, pattern, attempts)
 
 

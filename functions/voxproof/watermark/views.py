@@ -107,7 +107,8 @@ class Views:
         ]
 
     def get(self, hyp: Hypothesis) -> View | None:
-        """The view of one hypothesis, or None if the audio is too short for a unit."""
+        """The view of one hypothesis, or None if the audio is too short for a unit. Kept for
+        the next key."""
         if hyp not in self._views:
             shape = (hyp.freq_scale, hyp.time_scale, hyp.phase)
             if shape not in self._cells:
@@ -115,6 +116,19 @@ class Views:
             cells = self._cells[shape]
             self._views[hyp] = None if cells is None else cells.view(hyp)
         return self._views[hyp]
+
+    def compute(self, hyp: Hypothesis) -> View | None:
+        """As ``get``, but nothing new is kept: the second stage's views (32 of them) would
+        otherwise hold about 2.4 times the first stage's memory on a long input."""
+        if hyp in self._views:
+            return self._views[hyp]
+        shape = (hyp.freq_scale, hyp.time_scale, hyp.phase)
+        cells = self._cells.get(shape)
+        if cells is None and shape not in self._cells:
+            bands = self._bands.get(hyp.freq_scale)
+            cells = _cells(an.band_energy(self._power, hyp.freq_scale) if bands is None
+                           else bands, *shape[1:])
+        return None if cells is None else cells.view(hyp)
 
     def _band_energy(self, freq_scale: float) -> np.ndarray:
         if freq_scale not in self._bands:
