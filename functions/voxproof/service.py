@@ -182,7 +182,7 @@ class VerifyReport:
     @property
     def confidence_level(self) -> str:
         """The coarse verdict the public view gives instead of scores: ``high`` when a mark's
-        keyed tag verified (P(false positive) <= 13 x k x 2^-24 for k keys), else ``none``."""
+        keyed tag verified (P(false positive) <= 23 x k x 2^-24 for k keys), else ``none``."""
         return "high" if self.found else "none"
 
     def public_dict(self) -> dict[str, Any]:
@@ -458,7 +458,7 @@ def _c2pa_mime(upload: bytes) -> str | None:
 def with_key_bound(found: Detection, keys: int) -> Detection:
     """``found`` with the false-positive bound of the whole search over ``keys`` keys: a mark
     is tried under every key in force (the history too, newest first), at most
-    ``MAX_ATTEMPTS`` decodes each, so P(false positive) <= 13 x k x 2^-24 per file, whichever
+    ``MAX_ATTEMPTS`` (23) decodes each, so P(false positive) <= 23 x k x 2^-24 per file, whichever
     key matched."""
     if not found.found:
         return found  # detect's bound already counts every attempt made under every key

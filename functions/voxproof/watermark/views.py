@@ -1,7 +1,11 @@
 """The received audio under each hypothesis the detector tries: cell phasors and their weights.
 
-Hypotheses: sub-hop time offsets and speed changes, all read from one spectrogram; weightings
-``codec`` and ``noise``. See docs/watermark.md, "Views".
+Hypotheses: sub-hop time offsets, speed changes (time and frequency scaled alike), pitch shifts
+with tempo kept (frequency only) and tempo changes with pitch kept (time only), all read from one
+spectrogram; weightings ``codec``, ``noise`` and ``onset``. ``Views.plan`` lists the first stage
+of the search (no change, speed +-3 %), ``Views.wide_plan`` the second (speed +-4..8 %, pitch
++-25..100 cents, tempo +-4..8 %, the onset weighting). Views only choose which alignments get
+decoded; they do not enter the false-positive bound (docs/watermark.md, "Views", "Guarantees").
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from voxproof.watermark import analysis as an
 from voxproof.watermark.embed import FLOOR_POWER, GATE_DB, SLOT_ENERGY_PER_POWER
@@ -17,13 +22,46 @@ from voxproof.watermark.pattern import UNIT_BLOCKS
 
 UNIT_HOPS: Final = UNIT_BLOCKS * an.BLOCK_HOPS  # 256 analysis hops = 1.024 s
 SCALES: Final = tuple(round(0.01 * k, 4) for k in range(-3, 4))  # speed changes, -3 .. +3 %
+WIDE_SPEEDS: Final = tuple(round(0.01 * k, 4) for k in (4, 5, 6, 7, 8))  # +- each: 2nd stage
+PITCH_CENTS: Final = (25, 50, 75, 100)  # +- each, tempo kept (2nd stage)
+TEMPOS: Final = tuple(round(0.01 * k, 4) for k in (4, 5, 6, 7, 8))  # +- each, pitch kept
 PHASES: Final = (0.0, 0.25, 0.5, 0.75)  # sub-hop time offsets tried without a speed change
 SPEED_PHASES: Final = (0.0,)  # ... and under a speed change (tracking absorbs the rest)
 WEIGHTINGS: Final = ("codec", "noise")  # tried without a speed change; speed views: "codec"
+WIDE_WEIGHTINGS: Final = ("onset",)  # tried without a change in the second stage
 RELIABLE_STEP: Final = 0.5  # a cell's weight is step / (step + RELIABLE_STEP)
 NOISE_DB: Final = 10.0  # "noise" weighting: e per this many dB below the loud tiles ...
 NOISE_KNEE_DB: Final = 15.0  # ... beyond this many
+ONSET_LAGS: Final = (16, 48)  # "onset": the same band 64 .. 192 ms earlier (in 4 ms hops) ...
+ONSET_WIDTH_DB: Final = 3.0  # ... weight = logistic((weaker tile - loudest of those) / this)
 _DB: Final = np.log(10.0) / 10.0
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A change the detector undoes: ``mode`` none / speed / pitch / tempo and its size
+    ``change`` (speed and tempo: the rate change, +0.05 = 5 % faster; pitch: the frequency
+    factor - 1, +0.0595 = +100 cents), read at sub-hop ``phase`` with ``weighting``."""
+
+    mode: str
+    change: float
+    phase: float
+    weighting: str = "codec"
+
+    @property
+    def freq_scale(self) -> float:
+        """Factor the change moved frequencies by (band edges are stretched by it)."""
+        return 1.0 + self.change if self.mode in ("speed", "pitch") else 1.0
+
+    @property
+    def time_scale(self) -> float:
+        """View frame h is received frame ``phase + h * time_scale``."""
+        return 1.0 / (1.0 + self.change) if self.mode in ("speed", "tempo") else 1.0
+
+
+def pitch_change(cents: float) -> float:
+    """A pitch shift of ``cents`` as a frequency factor - 1."""
+    return round(2.0 ** (cents / 1200.0) - 1.0, 6)
 
 
 @dataclass
@@ -31,17 +69,14 @@ class View:
     """The received audio under one hypothesis; frame h of the view is received frame
     ``phase + h * time_scale`` (4 ms frames)."""
 
-    scale: float  # speed change undone (0 for none)
+    scale: float  # change undone (0 for none): ``Hypothesis.change``
     weighting: str
     phase: float
     time_scale: float
     phasor: np.ndarray  # (frames, BANDS) complex: weight * exp(2 pi i value / step)
     square: np.ndarray  # (frames, BANDS) complex: weight * exp(4 pi i value / step) (blind sync)
     activity: np.ndarray  # (frames, BANDS): speech activity of the cell's slots (0..1)
-
-    @property
-    def mode(self) -> str:
-        return "speed" if self.scale else "none"
+    mode: str = "none"  # none / speed / pitch / tempo
 
     def seconds(self, frame: float) -> float:
         """Time in the received audio of view frame ``frame``."""
@@ -53,23 +88,52 @@ class Views:
 
     def __init__(self, x8: np.ndarray) -> None:
         self._power = an.power(x8)
-        self._cells: dict[tuple[float, float], _Cells | None] = {}
-        self._views: dict[tuple[float, float, str], View | None] = {}
+        self._bands: dict[float, np.ndarray] = {}
+        self._cells: dict[tuple[float, float, float], _Cells | None] = {}
+        self._views: dict[Hypothesis, View | None] = {}
         speeds = sorted((s for s in SCALES if s), key=lambda s: (abs(s), s))
-        self.plan: list[tuple[float, float, str]] = [
-            (0.0, p, w) for w in WEIGHTINGS for p in PHASES
-        ] + [(s, p, "codec") for s in speeds for p in SPEED_PHASES]
+        self.plan: list[Hypothesis] = [
+            Hypothesis("none", 0.0, p, w) for w in WEIGHTINGS for p in PHASES
+        ] + [Hypothesis("speed", s, p) for s in speeds for p in SPEED_PHASES]
+        self.wide_plan: list[Hypothesis] = [
+            Hypothesis("none", 0.0, p, w) for w in WIDE_WEIGHTINGS for p in PHASES
+        ] + [
+            Hypothesis(mode, change, p)
+            for mode, changes in (
+                ("speed", [sign * s for s in WIDE_SPEEDS for sign in (1, -1)]),
+                ("pitch", [pitch_change(sign * c) for c in PITCH_CENTS for sign in (1, -1)]),
+                ("tempo", [sign * t for t in TEMPOS for sign in (1, -1)]))
+            for change in changes for p in SPEED_PHASES
+        ]
 
-    def get(self, scale: float, phase: float, weighting: str = "codec") -> View | None:
-        """The view of one hypothesis, or None if the audio is too short for a unit."""
-        if (scale, phase, weighting) not in self._views:
-            if (scale, phase) not in self._cells:
-                self._cells[(scale, phase)] = _cells(self._power, scale, phase)
-            cells = self._cells[(scale, phase)]
-            self._views[(scale, phase, weighting)] = (
-                None if cells is None else cells.view(scale, phase, weighting)
-            )
-        return self._views[(scale, phase, weighting)]
+    def get(self, hyp: Hypothesis) -> View | None:
+        """The view of one hypothesis, or None if the audio is too short for a unit. Kept for
+        the next key."""
+        if hyp not in self._views:
+            shape = (hyp.freq_scale, hyp.time_scale, hyp.phase)
+            if shape not in self._cells:
+                self._cells[shape] = _cells(self._band_energy(hyp.freq_scale), *shape[1:])
+            cells = self._cells[shape]
+            self._views[hyp] = None if cells is None else cells.view(hyp)
+        return self._views[hyp]
+
+    def compute(self, hyp: Hypothesis) -> View | None:
+        """As ``get``, but nothing new is kept: the second stage's views (32 of them) would
+        otherwise hold about 2.4 times the first stage's memory on a long input."""
+        if hyp in self._views:
+            return self._views[hyp]
+        shape = (hyp.freq_scale, hyp.time_scale, hyp.phase)
+        cells = self._cells.get(shape)
+        if cells is None and shape not in self._cells:
+            bands = self._bands.get(hyp.freq_scale)
+            cells = _cells(an.band_energy(self._power, hyp.freq_scale) if bands is None
+                           else bands, *shape[1:])
+        return None if cells is None else cells.view(hyp)
+
+    def _band_energy(self, freq_scale: float) -> np.ndarray:
+        if freq_scale not in self._bands:
+            self._bands[freq_scale] = an.band_energy(self._power, freq_scale)
+        return self._bands[freq_scale]
 
 
 @dataclass
@@ -79,21 +143,47 @@ class _Cells:
     log_e: np.ndarray  # (frames + 8, BANDS) slot log energies
     unit: np.ndarray  # (frames, BANDS) reliability * exp(2 pi i value / step)
     activity: np.ndarray  # (frames,) speech activity of the cell's two slots
-    loud_db: np.ndarray  # (frames, BANDS) how far (dB) the weaker tile is below the loud tiles
+    slot_activity: np.ndarray  # (frames + 8,) speech activity of each slot
 
-    def view(self, scale: float, phase: float, weighting: str) -> View:
-        weight = self.activity[:, None] * (self.loud_weight() if weighting == "noise" else 1.0)
+    def view(self, hyp: Hypothesis) -> View:
+        extra = {"noise": self.loud_weight, "onset": self.onset_weight}.get(hyp.weighting)
+        weight = self.activity[:, None] * (1.0 if extra is None else extra())
         phasor = weight * self.unit
-        return View(scale, weighting, phase, 1.0 / (1.0 + scale), phasor, phasor * self.unit,
-                    np.broadcast_to(self.activity[:, None], phasor.shape))
+        return View(hyp.change, hyp.weighting, hyp.phase, hyp.time_scale, phasor,
+                    phasor * self.unit, np.broadcast_to(self.activity[:, None], phasor.shape),
+                    hyp.mode)
+
+    def tiles(self) -> tuple[np.ndarray, np.ndarray]:
+        """Log energies of each cell's first and second tile (frames, BANDS)."""
+        frames = len(self.unit)
+        return self.log_e[:frames], self.log_e[an.SLOT_HOPS : an.SLOT_HOPS + frames]
 
     def loud_weight(self) -> np.ndarray:
-        return np.exp(-np.maximum(self.loud_db - NOISE_KNEE_DB, 0.0) / NOISE_DB)
+        """A fall of e per ``NOISE_DB`` for cells whose weaker tile is more than
+        ``NOISE_KNEE_DB`` below the loud tiles."""
+        loud = self.log_e[self.slot_activity > 0]
+        top = np.percentile(loud, 99) if len(loud) else 0.0  # the loud tiles
+        loud_db = np.maximum(top - np.minimum(*self.tiles()), 0.0) / _DB
+        return np.exp(-np.maximum(loud_db - NOISE_KNEE_DB, 0.0) / NOISE_DB)
+
+    def onset_weight(self) -> np.ndarray:
+        """Trust in each cell against echoes: a logistic of how far (dB) the cell's weaker tile
+        stands above the loudest tile of its band 64-192 ms earlier (an echo tail fills decays,
+        not onsets). Key-independent."""
+        frames = len(self.unit)
+        first, second = self.tiles()
+        low, high = ONSET_LAGS
+        padded = np.vstack([np.full((high, self.log_e.shape[1]), -np.inf), self.log_e])
+        # earlier[t] = max of log_e[t - high .. t - low] (padded rows t .. t + high - low)
+        earlier = sliding_window_view(padded, high - low + 1, axis=0).max(axis=-1)
+        margin = np.where(first <= second, first - earlier[:frames],
+                          second - earlier[an.SLOT_HOPS : an.SLOT_HOPS + frames])
+        margin_db = np.clip(margin / _DB, -60.0, 60.0)
+        return 1.0 / (1.0 + np.exp(-margin_db / ONSET_WIDTH_DB))
 
 
-def _cells(power: np.ndarray, scale: float, phase: float) -> _Cells | None:
-    time_scale = 1.0 / (1.0 + scale)
-    bands = an.stretch_frames(an.band_energy(power, 1.0 + scale), time_scale, phase)
+def _cells(band_energy: np.ndarray, time_scale: float, phase: float) -> _Cells | None:
+    bands = an.stretch_frames(band_energy, time_scale, phase)
     if len(bands) < UNIT_HOPS // 2:
         return None
     log_e = an.slot_log_energy(bands)
@@ -104,10 +194,7 @@ def _cells(power: np.ndarray, scale: float, phase: float) -> _Cells | None:
     unit.real, unit.imag = np.cos(angle), np.sin(angle)
     unit *= steps / (steps + RELIABLE_STEP)
     act = _activity(log_e)
-    loud = log_e[act > 0]
-    top = np.percentile(loud, 99) if len(loud) else 0.0
-    loud_db = np.maximum(top - np.minimum(first, second), 0.0) / _DB
-    return _Cells(log_e, unit, act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :], loud_db)
+    return _Cells(log_e, unit, act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :], act)
 
 
 def _activity(log_e: np.ndarray) -> np.ndarray:
