@@ -10,10 +10,10 @@ Usage (from the repository root):
     PYTHONPATH=functions nice -n 10 python scripts/wer_engines.py \
         --engines onnx torch --bases 2024 10000 20000 --out /tmp/wer.jsonl
 
-``torch-rng`` is the torch engine drawing its noise from torch's RNG seeded with the same seed,
-as it did until seeds meant the same noise on both engines (2026-12-03); ``onnx-torch-rng``
-feeds that same torch noise to the ONNX engine (the same audio within the engines' tolerance,
-at ONNX speed), so torch's RNG and numpy's can be compared over many seeds. Each (engine, base,
+``torch-rng`` and ``onnx-torch-rng`` are the torch and ONNX engines fed the noise the torch
+engine drew from torch's RNG until seeds meant the same noise on both engines (2026-12-03;
+tests/reference_noise.py): the ONNX one gives the same audio at ONNX speed, so torch's RNG and
+numpy's can be compared over many seeds. Each (engine, base,
 sentence) is one JSON line (reference words, edits, transcript); the
 summary at the end prints WER per engine and base, the mean and spread over bases, and how
 many sentences differ between engines on the same base.
@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from asr import Recognizer, edit_distance, reference_words, words
+from reference_noise import TorchRngNoise
 
 SENTENCES = REPO / "tests" / "data" / "intelligibility_sentences.txt"
 
@@ -51,50 +52,7 @@ def voxproof_voice(engine: str, threads: int):
         return load_voice(Settings(engine=engine, torch_threads=threads))
     runs_on = {"torch-rng": "torch", "onnx-torch-rng": "onnx"}[engine]
     voice = load_voice(Settings(engine=runs_on, torch_threads=threads))
-    wrapper = TorchRngEngine if engine == "torch-rng" else OnnxTorchRngEngine
-    return Voice(wrapper(voice.engine), voice.phonemizer, voice.cost)
-
-
-class TorchRngEngine:
-    """The torch engine as it drew its noise before seeds meant the same noise on both engines:
-    ``torch.manual_seed(seed)``, then Coqui's own ``torch.randn`` / ``randn_like``."""
-
-    def __init__(self, engine) -> None:
-        self._engine = engine
-
-    def __getattr__(self, name: str):
-        return getattr(self._engine, name)
-
-    def infer(self, ids, *, seed: int | None = None, **kwargs) -> np.ndarray:
-        import torch
-
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            return self._engine.infer(ids, **kwargs)
-
-
-class OnnxTorchRngEngine(TorchRngEngine):
-    """The ONNX engine fed the noise the torch engine drew from torch's RNG (``torch-rng``), at
-    ONNX speed: ``torch.randn(1, 2, ids)`` then ``torch.randn_like(m_p)`` from one generator
-    seeded with the seed. The frame count is what the first draw makes the duration predictor
-    give, so a first run (any prior noise) finds it and a second run uses the real draw."""
-
-    HOP = 256
-
-    def infer(self, ids, *, seed: int | None = None, **kwargs) -> np.ndarray:
-        import torch
-
-        generator = torch.Generator().manual_seed(int(seed))
-        dp = torch.randn(1, 2, len(ids), generator=generator)[0].T.numpy().copy()
-        channels = self._engine._channels
-        probe = np.zeros((64 * len(ids), channels), np.float32)
-        frames = len(self._engine.infer(ids, noise=(dp, probe), **kwargs)) // self.HOP
-        # randn_like(m_p) keeps m_p's strides (einsum leaves it frames-major), which changes
-        # the order the values are drawn in: draw into a tensor with those strides
-        z = torch.empty_strided((1, channels, frames), (channels * frames, 1, channels))
-        z = z.normal_(generator=generator)[0].T.numpy().copy()
-        return self._engine.infer(ids, noise=(dp, z), **kwargs)
+    return Voice(TorchRngNoise(voice.engine), voice.phonemizer, voice.cost)
 
 
 def piper_speaker(seed: int):
