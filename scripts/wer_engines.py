@@ -13,10 +13,10 @@ Usage (from the repository root):
 ``torch-rng`` and ``onnx-torch-rng`` are the torch and ONNX engines fed the noise the torch
 engine drew from torch's RNG until seeds meant the same noise on both engines (2026-12-03;
 tests/reference_noise.py): the ONNX one gives the same audio at ONNX speed, so torch's RNG and
-numpy's can be compared over many seeds. Each (engine, base,
-sentence) is one JSON line (reference words, edits, transcript); the
-summary at the end prints WER per engine and base, the mean and spread over bases, and how
-many sentences differ between engines on the same base.
+numpy's can be compared over many seeds. Each (engine, base, sentence) is one JSON line
+(reference words, edits, transcript); the summary at the end prints WER per engine and base,
+the mean and spread over bases, and how many transcripts differ between engines on the same
+base.
 """
 
 from __future__ import annotations
