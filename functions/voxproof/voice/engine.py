@@ -2,8 +2,9 @@
 
 Guarantees: loading takes only a ``VerifiedLayer`` (nothing is read before ``verify_layer``
 passed); the checkpoint's pickle is scanned for anything but tensors and read with
-``torch.load(weights_only=True)``; nothing touches the network or a model zoo. Steps:
-docs/voice.md.
+``torch.load(weights_only=True)``; nothing touches the network or a model zoo. A seed draws
+the ONNX engine's noise (``inputs.seeded_noise``), so the same ids and seed give the same audio
+on both engines. Steps: docs/voice.md.
 
 Example:
     >>> layer = verify_layer(Path("layers/model"), manifest_sha256=DEFAULT_MANIFEST_SHA256)  # doctest: +SKIP
@@ -22,7 +23,7 @@ import pickletools
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
@@ -30,12 +31,20 @@ from typing import Any, Final
 import numpy as np
 
 from voxproof.errors import CheckpointInvalid, EngineMismatch, ExtraNotInstalled, UnsafeCheckpoint
-from voxproof.voice.inputs import MAX_IDS, LayerEngine, check_ids, resolve_scales
+from voxproof.voice.inputs import (
+    MAX_IDS,
+    NOISE_DP_STREAM,
+    NOISE_Z_STREAM,
+    LayerEngine,
+    check_ids,
+    resolve_scales,
+    seeded_noise,
+)
 from voxproof.voice.layer import VerifiedLayer
 from voxproof.voice.manifest import Manifest
 
-__all__ = ["MAX_IDS", "VitsEngine", "load_engine", "load_weights", "require_torch_extra",
-           "scan_checkpoint"]
+__all__ = ["MAX_IDS", "VitsEngine", "fed_noise", "load_engine", "load_weights",
+           "require_torch_extra", "scan_checkpoint"]
 MAX_PICKLE_BYTES: Final = 16 << 20
 """Largest checkpoint pickle scanned (ours is about 80 kB; tensors live outside it)."""
 
@@ -90,6 +99,7 @@ class VitsEngine(LayerEngine):
         length_scale: float | None = None,
         noise_scale_dp: float | None = None,
         seed: int | None = None,
+        noise: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Synthesize one utterance from Piper-compatible phoneme ids.
 
@@ -101,7 +111,12 @@ class VitsEngine(LayerEngine):
         noise_scale, length_scale, noise_scale_dp:
             Override the voice's default scales for this call (0 noise = deterministic).
         seed:
-            Seed the sampling noise for a reproducible result (the global RNG is restored).
+            Seed the sampling noise for a reproducible result: the noise of
+            ``inputs.seeded_noise``, the ONNX engine's for the same seed (torch's global RNG is
+            neither used nor advanced). ``None`` draws from torch's RNG.
+        noise:
+            The standard-normal draws themselves, ``(noise_dp [>= ids, 2], noise_z [>= frames,
+            channels])``, as the ONNX engine takes them. Overrides ``seed``.
 
         Returns float32 mono samples at ``sample_rate`` (not clipped).
         """
@@ -109,7 +124,13 @@ class VitsEngine(LayerEngine):
         scales = self._scales(noise_scale, length_scale, noise_scale_dp)
         import torch
 
-        with self._lock, torch.inference_mode(), _seeded(seed):
+        if noise is not None:
+            fed = fed_noise(*noise)
+        elif seed is not None:
+            fed = _noise_from(lambda stream, rows, columns: seeded_noise(seed, stream, rows, columns))
+        else:
+            fed = contextlib.nullcontext()
+        with self._lock, torch.inference_mode(), fed:
             model = self._model
             model.inference_noise_scale = scales.noise_scale
             model.length_scale = scales.length_scale
@@ -250,13 +271,50 @@ def load_weights(model: Any, config: Any, path: Path) -> None:
     model.requires_grad_(False)
 
 
+def fed_noise(noise_dp: np.ndarray, noise_z: np.ndarray) -> contextlib.AbstractContextManager:
+    """Make Coqui's ``Vits.inference`` draw the first rows of the given ``[rows, columns]``
+    arrays instead of torch's RNG, exactly as the ONNX graph slices its noise inputs."""
+    given = {NOISE_DP_STREAM: np.asarray(noise_dp, dtype=np.float32),
+             NOISE_Z_STREAM: np.asarray(noise_z, dtype=np.float32)}
+
+    def draw(stream: int, rows: int, columns: int) -> np.ndarray:
+        array = given[stream]
+        if array.ndim != 2 or array.shape[0] < rows or array.shape[1] != columns:
+            raise ValueError(f"fed noise {array.shape} does not cover [{rows}, {columns}]")
+        return array[:rows]
+
+    return _noise_from(draw)
+
+
 @contextlib.contextmanager
-def _seeded(seed: int | None) -> Iterator[None]:
-    if seed is None:
-        yield
-        return
+def _noise_from(draw: Callable[[int, int, int], np.ndarray]) -> Iterator[None]:
+    """Coqui's two noise draws come from ``draw(stream, rows, columns)`` while this is open.
+
+    Its stochastic duration predictor draws ``torch.randn(1, 2, ids)`` (``NOISE_DP_STREAM``,
+    ``[ids, 2]`` transposed) and its prior ``torch.randn_like(m_p)`` (``[1, channels,
+    frames]``: ``NOISE_Z_STREAM``, ``[frames, channels]`` transposed). Both are module globals
+    of torch, replaced for the call: callers hold the engine's lock, and nothing else in a
+    voxproof process draws from torch.
+    """
     import torch
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    real_randn, real_like = torch.randn, torch.randn_like
+
+    def randn(*size, **kwargs):
+        size = tuple(size[0]) if len(size) == 1 and not isinstance(size[0], int) else size
+        if len(size) != 3 or size[0] != 1 or size[1] != 2:  # not the duration predictor's draw
+            return real_randn(*size, **kwargs)
+        return torch.from_numpy(draw(NOISE_DP_STREAM, int(size[2]), 2).T.copy())[None]
+
+    def randn_like(tensor, **kwargs):
+        if tensor.dim() != 3 or tensor.shape[0] != 1:
+            return real_like(tensor, **kwargs)
+        _, channels, frames = tensor.shape
+        noise = draw(NOISE_Z_STREAM, int(frames), int(channels))
+        return torch.from_numpy(noise.T.copy())[None].to(tensor.dtype)
+
+    torch.randn, torch.randn_like = randn, randn_like
+    try:
         yield
+    finally:
+        torch.randn, torch.randn_like = real_randn, real_like

@@ -1,7 +1,9 @@
-"""What every engine shares: its layer's facts, and phoneme ids and scales checked one way.
+"""What every engine shares: its layer's facts, phoneme ids and scales checked one way, and
+the sampling noise a seed stands for.
 
 Imports numpy and voxproof's own models only, so both engines (torch and ONNX) share it
-without either pulling in the other's libraries.
+without either pulling in the other's libraries. A seed means the same noise on every engine
+(:func:`seeded_noise`), so the same text and seed give the same audio on both.
 """
 
 from __future__ import annotations
@@ -19,6 +21,22 @@ if TYPE_CHECKING:
 
 MAX_IDS: Final = 4_000
 """Most phoneme ids one ``infer`` call takes (a long clause is a few hundred)."""
+NOISE_DP_STREAM: Final = 0
+"""PCG64 stream of the stochastic duration predictor's noise (``[ids, 2]``)."""
+NOISE_Z_STREAM: Final = 1
+"""PCG64 stream of the prior's noise (``[frames, channels]``)."""
+
+
+def seeded_noise(seed: int | None, stream: int, rows: int, columns: int) -> np.ndarray:
+    """``rows x columns`` float32 standard normals: what a seed means on every engine.
+
+    numpy's PCG64 seeded with ``[seed, stream]`` (fresh entropy for ``None``), filled row by
+    row, so the first rows never depend on ``rows``: a longer buffer starts with the same
+    noise as a shorter one. Row ``i`` is the noise of phoneme id ``i`` (``NOISE_DP_STREAM``) or
+    of decoder frame ``i`` (``NOISE_Z_STREAM``).
+    """
+    rng = np.random.default_rng(None if seed is None else [seed, stream])
+    return rng.standard_normal((rows, columns), dtype=np.float32)
 
 
 def check_ids(ids: Sequence[int], num_symbols: int, *, min_ids: int = 1) -> np.ndarray:

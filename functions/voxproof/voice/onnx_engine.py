@@ -24,7 +24,15 @@ from typing import Final
 import numpy as np
 
 from voxproof.errors import CheckpointInvalid, EngineMismatch
-from voxproof.voice.inputs import MAX_IDS, LayerEngine, check_ids, resolve_scales
+from voxproof.voice.inputs import (
+    MAX_IDS,
+    NOISE_DP_STREAM,
+    NOISE_Z_STREAM,
+    LayerEngine,
+    check_ids,
+    resolve_scales,
+    seeded_noise,
+)
 from voxproof.voice.layer import VerifiedLayer
 from voxproof.voice.manifest import Manifest
 
@@ -85,7 +93,8 @@ class OnnxEngine(LayerEngine):
         noise_scale, length_scale, noise_scale_dp:
             Override the voice's default scales for this call (0 noise = deterministic).
         seed:
-            Seed the sampling noise (numpy PCG64) for a reproducible result.
+            Seed the sampling noise (``seeded_noise``: the same noise, so the same audio, as
+            the torch engine with this seed).
         noise:
             The standard-normal draws themselves, ``(noise_dp [>= ids, 2], noise_z [>= frames,
             channels])``: what the equivalence tests feed both engines. Overrides ``seed``.
@@ -105,10 +114,10 @@ class OnnxEngine(LayerEngine):
                 feed[NOISE_DP], feed[NOISE_Z] = (np.ascontiguousarray(n, dtype=np.float32)
                                                  for n in noise)
                 return self._run(feed)
-            feed[NOISE_DP] = _normal(seed, 0, x.size, 2)
+            feed[NOISE_DP] = seeded_noise(seed, NOISE_DP_STREAM, x.size, 2)
             frames = int(_FRAMES_PER_ID * scales.length_scale * x.size) + 64
             while True:
-                feed[NOISE_Z] = _normal(seed, 1, frames, self._channels)
+                feed[NOISE_Z] = seeded_noise(seed, NOISE_Z_STREAM, frames, self._channels)
                 try:
                     return self._run(feed)
                 except _RunFailed:  # the noise buffer was shorter than the frames: draw more
@@ -166,13 +175,6 @@ def load_onnx_engine(layer: VerifiedLayer, *, threads: int = 0) -> OnnxEngine:
         raise CheckpointInvalid(f"{export.file} does not load as an ONNX graph") from None
     return OnnxEngine(session, layer, threads=n_threads,
                       load_seconds=time.perf_counter() - start)
-
-
-def _normal(seed: int | None, stream: int, rows: int, columns: int) -> np.ndarray:
-    """``rows x columns`` standard normals; for a seed, the first rows never depend on ``rows``
-    (so a longer buffer gives the same audio as a shorter one that was long enough)."""
-    rng = np.random.default_rng(None if seed is None else [seed, stream])
-    return rng.standard_normal((rows, columns), dtype=np.float32)
 
 
 def _noise_columns(manifest: Manifest, name: str) -> int:
