@@ -110,7 +110,8 @@ def summarize(ndjson: Path) -> Summary:
                 continue
             summary.cases += 1
             path = urlsplit(request["uri"]).path
-            summary.by_status[f"{response['status_code']} {request['method']} {path} "
+            method = "(other)" if response["status_code"] == 405 else request["method"]
+            summary.by_status[f"{response['status_code']} {method} {path} "
                               f"{_error_code(response)}"] += 1
             if response["elapsed"] > summary.slowest[0]:
                 summary.slowest = (response["elapsed"], f"{label} -> {response['status_code']}")

@@ -7,8 +7,11 @@ short."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -21,6 +24,15 @@ def test_schemathesis_finds_no_failure_against_serve(tmp_path):
     with bench_api_fuzz.serve(state, max_text_chars=24) as url:
         code, summary, output = bench_api_fuzz.run(url, tmp_path / "reports", examples=4,
                                                    seed=3)
+        # TRACE (once answered with an HTML 501 page) gets the JSON error like any method.
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        conn.request("TRACE", "/v1/speech")
+        response = conn.getresponse()
+        assert response.status == 405 and response.getheader("Allow") == "POST"
+        assert response.getheader("Content-Type") == "application/json"
+        assert json.loads(response.read())["error"]["code"] == "method_not_allowed"
+        conn.close()
     assert summary.cases >= 40, output[-3000:]  # it really ran
     # Every check ran, and none failed.
     assert {"not_a_server_error", "status_code_conformance", "content_type_conformance",
