@@ -2,6 +2,10 @@
 
 Hypotheses: sub-hop time offsets and speed changes, all read from one spectrogram; weightings
 ``codec`` and ``noise``. See docs/watermark.md, "Views".
+
+Memory: only the spectrogram is kept for a whole search; the hypotheses' arrays live in a
+bounded cache (``DETECT_BYTES``) and are computed again, identically, when needed after being
+dropped, so a view's arrays never depend on the bound (docs/verify-hardening.md).
 """
 
 from __future__ import annotations
