@@ -11,18 +11,16 @@
 # debootstrap from Debian's own packages (minbase + python3 + python3-venv) and tagged
 # $VOXPROOF_BASE_TAG. REUSE_BASE=1 keeps an existing one (CI builds it every time).
 #
-# Torch (the lock pins torch==2.13.0+cpu by sha256): the wheel from TORCH_WHEELS (default
-# /opt/wheels) when it holds the pinned file for the base's Python, else TORCH_INDEX (the PyTorch
-# CPU index) when reachable, else PyPI's CUDA build via functions/requirements-pypi-torch.lock
-# (several GB: said loudly).
+# No torch: every function in the image runs the ONNX engine (functions/Dockerfile); the lock
+# (functions/requirements.lock) holds neither torch nor coqui-tts.
 #
 # TLS: pip inside the build trusts BUILD_CA_BUNDLE (default: the host's bundle, which here holds
 # the egress proxy's CA), passed as a build secret.
 #
 # Model layer: layers/model, built first with `voxproof layer build` unless it already verifies
 # (`voxproof layer verify`), by LAYER_PYTHON (default .venv/bin/python, the venv scripts/dev.sh
-# makes; the build needs the project's dependencies and its [build] extra, and the manifest pins
-# the torch it was built with). The image build verifies it again; the image itself holds no
+# makes; the build needs the project's dependencies and its [build] extra, which pulls [torch], and
+# the manifest pins the torch it was built with). The image build verifies it again; the image itself holds no
 # layer builder (functions/Dockerfile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +30,6 @@ ROOT=$PWD
 
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBIAN_SUITE=bookworm
-TORCH_INDEX=${TORCH_INDEX-https://download.pytorch.org/whl/cpu}
-TORCH_WHEELS=${TORCH_WHEELS:-/opt/wheels}
 # The CA bundle pip trusts inside the build (a build secret, never stored in the image): the host's,
 # which here includes the egress proxy's CA. Empty: the base image's own bundle.
 BUILD_CA_BUNDLE=${BUILD_CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
@@ -43,7 +39,6 @@ trap 'rm -rf "$WORK"' EXIT
 
 BUILD_START=$(date +%s)
 say() { echo "build_image: [$(($(date +%s) - BUILD_START)) s] $*"; }
-loud() { printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n!!! %s\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' "$*"; }
 
 # --- the base ---------------------------------------------------------------------------------
 can_pull() {
@@ -96,18 +91,6 @@ choose_base() {
   fi
 }
 
-base_python_tag() {  # cp311, cp312, ... of the base's python3
-  local ctr tag
-  case $ENGINE in
-    docker) docker run --rm --entrypoint python3 "$BASE_IMAGE" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")' ;;
-    buildah)
-      ctr=$(bh from -q "$BASE_IMAGE")
-      tag=$(bh run --isolation chroot "$ctr" -- python3 -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-      bh rm "$ctr" >/dev/null
-      echo "$tag"
-      ;;
-  esac
-}
 
 # --- the model layer ----------------------------------------------------------------------------
 model_layer() {
@@ -122,10 +105,9 @@ model_layer() {
 }
 
 # --- the context --------------------------------------------------------------------------------
-LOCK=functions/requirements.lock
 assemble_context() {
-  local ctx="$WORK/context" torch_pin pytag wheel
-  mkdir -p "$ctx/functions" "$ctx/layers" "$ctx/wheels"
+  local ctx="$WORK/context"
+  mkdir -p "$ctx/functions" "$ctx/layers"
   cp pyproject.toml README.md "$ctx/"
   cp functions/Dockerfile functions/*.lock functions/image-excludes.txt "$ctx/functions/"
   (cd functions && tar --exclude=__pycache__ --exclude='*.pyc' -cf - voxproof) | tar -C "$ctx/functions" -xf -
@@ -133,31 +115,14 @@ assemble_context() {
   model_layer
   cp -r layers/model "$ctx/layers/model"
   chmod -R a+rX,go-w "$ctx/layers/model"
-
-  torch_pin=$(sed -n 's/^torch==\([^ ]*\).*/\1/p' "$LOCK")
-  pytag=$(base_python_tag)
-  wheel=$(compgen -G "$TORCH_WHEELS/torch-${torch_pin}-${pytag}-${pytag}-*.whl" | head -1 || true)
-  if [ -n "$wheel" ]; then
-    say "torch $torch_pin: $(basename "$wheel") from $TORCH_WHEELS (checked against the lock's sha256)"
-    ln "$wheel" "$ctx/wheels/" 2>/dev/null || cp "$wheel" "$ctx/wheels/"
-    TORCH_INDEX=""  # not needed; pip would retry an unreachable index for every package
-  elif [ -n "$TORCH_INDEX" ] && curl -fsS -o /dev/null --max-time 15 "$TORCH_INDEX/torch/"; then
-    say "torch $torch_pin for $pytag: from $TORCH_INDEX"
-  else
-    say "TORCH_INDEX $TORCH_INDEX unreachable"
-    LOCK=functions/requirements-pypi-torch.lock
-    TORCH_INDEX=""
-    loud "FALLBACK: no CPU torch for $pytag (not in $TORCH_WHEELS, TORCH_INDEX unreachable): PyPI's CUDA torch, several GB"
-  fi
   CONTEXT=$ctx
 }
 
 # --- the build ----------------------------------------------------------------------------------
 build() {
-  local args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "TORCH_INDEX=$TORCH_INDEX"
-    --build-arg "LOCK=$LOCK" -f "$CONTEXT/functions/Dockerfile" -t "$VOXPROOF_IMAGE")
+  local args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" -f "$CONTEXT/functions/Dockerfile" -t "$VOXPROOF_IMAGE")
   [ -n "$BUILD_CA_BUNDLE" ] && args+=(--secret "id=cacert,src=$BUILD_CA_BUNDLE")
-  say "building $VOXPROOF_IMAGE with $ENGINE (lock $LOCK)"
+  say "building $VOXPROOF_IMAGE with $ENGINE (lock functions/requirements.lock)"
   case $ENGINE in
     docker) docker build "${args[@]}" "$CONTEXT" ;;
     # --layers=false (buildah's default, said explicitly): one committed layer per stage, which

@@ -5,8 +5,9 @@
 #                                 and verify it
 #   bash scripts/dev.sh test   -> set up, then run the whole test suite
 # Set-up is idempotent: a venv in .venv with torch (the CPU-capable pair that works here) and
-# voxproof installed editable with its extras (the runtime's, plus [build] to build the layer,
-# [plot] for `verify --plot`, [serve] for the local server and [dev] for the tests).
+# voxproof installed editable with its extras (the runtime's, plus [torch] for the reference
+# engine, [build] to build the layer (it needs [torch] too), [plot] for `verify --plot`, [serve]
+# for the local server and [dev] for the tests). The image installs none of these extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,7 +24,7 @@ setup() {
     "$VENV/bin/python" -m pip install -q --upgrade pip
     # torch first: coqui-tts 0.28 imports it without declaring it; this pair works on CPU here.
     "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchaudio==2.11.0"
-    "$VENV/bin/python" -m pip install -q -e ".[dev,aws,build,plot,serve]"
+    "$VENV/bin/python" -m pip install -q -e ".[dev,aws,torch,build,plot,serve]"
     touch "$stamp"
   fi
 }

@@ -6,12 +6,12 @@ and the file system is measured in the very process that serves the requests:
 
 * ``{"voxproof_smoke": "sandbox"}``: uid/gid, which writes fail and how (EROFS versus EACCES),
   where every cache and temp variable points;
-* ``{"voxproof_smoke": "imports"}``: imports torch and Coqui's VITS and times it (the heavy part
-  of a real cold start, with the image's precompiled bytecode on a read-only root), and lists
-  which of onnx, matplotlib and the layer builder the image holds (none);
-* ``{"voxproof_smoke": "voice"}``: verifies the image's model layer, loads the engine and
-  synthesizes a fixed phoneme sequence (the model half of a cold start, as
-  scripts/bench_model_load.py times it on a checkout).
+* ``{"voxproof_smoke": "imports"}``: imports onnxruntime and times it (with the image's
+  precompiled bytecode on a read-only root), and lists which of torch, torchaudio, Coqui's TTS,
+  onnx, matplotlib and the layer builder the image holds (none: the image runs the ONNX engine);
+* ``{"voxproof_smoke": "voice"}``: verifies the image's model layer, loads the configured engine
+  (``VOXPROOF_ENGINE``, default onnx) and synthesizes a fixed phoneme sequence (the model half of
+  a cold start, as scripts/bench_model_load.py times it on a checkout).
 
 Every other event goes to the delegate unchanged.
 """
@@ -34,14 +34,10 @@ CACHE_VARIABLES = (
     "XDG_CACHE_HOME",
     "XDG_CONFIG_HOME",
     "XDG_STATE_HOME",
-    "NUMBA_CACHE_DIR",
-    "MPLCONFIGDIR",
-    "TORCH_HOME",
-    "TORCHINDUCTOR_CACHE_DIR",
-    "HF_HOME",
-    "TTS_HOME",
     "VOXPROOF_STATE_DIR",
 )
+#: What the image must not hold: the [torch], [build] and [plot] extras, the layer builder.
+ABSENT_MODULES = ("torch", "torchaudio", "TTS", "onnx", "matplotlib", "voxproof.layer_build")
 #: Places a write must fail: the root itself, the code, the venv, the model layer.
 READ_ONLY_PATHS = ("/", "/var/task", "/opt/venv", "/opt/voxproof/model", "/etc", "/usr")
 
@@ -87,19 +83,13 @@ def _sandbox() -> dict[str, Any]:
 
 def _imports() -> dict[str, Any]:
     start = time.perf_counter()
-    import torch
-
-    torch_s = time.perf_counter() - start
-    import TTS.tts.models.vits  # noqa: F401 - the import is what is measured
+    import onnxruntime
 
     return {
-        "build_or_plot_code": [name for name in ("onnx", "matplotlib", "voxproof.layer_build")
-                               if importlib.util.find_spec(name) is not None],
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "threads": torch.get_num_threads(),
-        "torch_import_s": round(torch_s, 3),
-        "torch_and_vits_import_s": round(time.perf_counter() - start, 3),
+        "onnxruntime_import_s": round(time.perf_counter() - start, 3),
+        "onnxruntime": onnxruntime.__version__,
+        "absent_found": [name for name in ABSENT_MODULES
+                         if importlib.util.find_spec(name) is not None],
     }
 
 
@@ -108,20 +98,22 @@ def _voice() -> dict[str, Any]:
 
     import numpy as np
     from voxproof.settings import Settings
-    from voxproof.voice.engine import load_engine
     from voxproof.voice.layer import verify_layer
+    from voxproof.voice.synthesis import load_engine
 
     settings = Settings()
     start = time.perf_counter()
     layer = verify_layer(settings.model_dir, manifest_sha256=settings.model_manifest_sha256)
     verified = time.perf_counter()
-    engine = load_engine(layer, threads=settings.torch_threads)
+    engine = load_engine(layer, engine=settings.engine, threads=settings.torch_threads)
     loaded = time.perf_counter()
     phonemes = [20, 59, 24, 27, 3] * 8  # bos=1, each phoneme then pad=0, eos=2 (Piper ids)
     audio = engine.infer([1, 0, *[v for p in phonemes for v in (p, 0)], 2], seed=0)
     done = time.perf_counter()
     return {
         "model_dir": str(settings.model_dir),
+        "engine": engine.name,
+        "threads": engine.threads,
         "files": len(layer.manifest.files),
         "verify_s": round(verified - start, 3),
         "load_s": round(loaded - verified, 3),

@@ -6,30 +6,20 @@
 #   bash scripts/lock.sh --upgrade  move every pin to the newest release allowed (else pins stay)
 #
 # Locks (each line pinned with ==, each file's sha256 listed; pip installs them --require-hashes):
-#   functions/requirements.lock            runtime + aws extras, torch = functions/image-constraints.txt
-#                                          (the CPU-only build), without functions/image-excludes.txt
+#   functions/requirements.lock            runtime + aws extras, without functions/image-excludes.txt
 #                                          (declared by a dependency, never imported): what the image
-#                                          installs. No [build] (onnx) and no [plot] (matplotlib).
+#                                          installs. No [torch] (torch, coqui-tts: the image runs the
+#                                          ONNX engine), no [build] (onnx), no [plot] (matplotlib).
 #   functions/build-requirements.lock      setuptools, the build backend of the one sdist-only
 #                                          dependency (docopt), consistent with the lock above
-#   functions/requirements-pypi-torch.lock the same with PyPI's torch build (CUDA wheels, several
-#                                          GB): the image's fallback where no CPU torch is reachable
-#   functions/requirements-dev.lock        runtime + aws + dev extras (dev includes build and plot)
-#                                          with the test venv's torch pair (DEV_TORCH, as
-#                                          scripts/dev.sh installs it): a
-#                                          hash-locked test venv, if scripts/dev.sh adopts it
+#   functions/requirements-dev.lock        runtime + aws + dev extras (dev includes torch, build and
+#                                          plot) with the test venv's torch pair (DEV_TORCH, as
+#                                          scripts/dev.sh installs it, from PyPI): a hash-locked
+#                                          test venv, if scripts/dev.sh adopts it
 #   scripts/ship-tools.lock                uv, pip-audit and cyclonedx-bom for the CI supply-chain steps
-#
-# Where torch +cpu comes from: TORCH_INDEX (default the PyTorch CPU index) when reachable, which
-# records the hash of every wheel of the release (every Python, every platform); else the wheel
-# files in TORCH_WHEELS (default /opt/wheels), which records only those files' hashes: here that
-# is the cp311 wheel, so the lock then installs on Python 3.11 only (the Debian bookworm base).
-# The header of requirements.lock says which source was used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV_VERSION=0.13.9
-TORCH_INDEX=${TORCH_INDEX-https://download.pytorch.org/whl/cpu}
-TORCH_WHEELS=${TORCH_WHEELS:-/opt/wheels}
 LOCK_PYTHON=${LOCK_PYTHON:-3.11}
 DEV_TORCH="torch==2.14.1 torchaudio==2.11.0"
 check=0
@@ -57,20 +47,6 @@ if [ -z "${UV:-}" ]; then
   UV="$tools/venv/bin/uv"
 fi
 
-torch_sources=()
-torch_note=""
-if [ -n "$TORCH_INDEX" ] && curl -fsS -o /dev/null --max-time 15 "$TORCH_INDEX/torch/"; then
-  torch_sources+=(--extra-index-url "$TORCH_INDEX")
-  torch_note="torch +cpu hashes from $TORCH_INDEX (every wheel of the release)"
-elif compgen -G "$TORCH_WHEELS/torch-*+cpu-*.whl" >/dev/null; then
-  torch_sources+=(--find-links "$TORCH_WHEELS")
-  torch_note="torch +cpu hashes from the local files $(cd "$TORCH_WHEELS" && ls torch-*+cpu-*.whl | tr '\n' ' ')(TORCH_INDEX unreachable): installs on those Pythons only"
-else
-  echo "lock: no CPU torch source: TORCH_INDEX ($TORCH_INDEX) unreachable and no torch-*+cpu wheel in $TORCH_WHEELS" >&2
-  exit 1
-fi
-echo "lock: $torch_note"
-
 compile() {  # compile <output> <uv args...>; the current lock's pins are kept unless --upgrade
   local dest=$1 body
   shift
@@ -85,27 +61,23 @@ compile() {  # compile <output> <uv args...>; the current lock's pins are kept u
   } >"$out/$(basename "$dest")"
 }
 
-compile functions/requirements.lock pyproject.toml --extra aws -c functions/image-constraints.txt \
-  --excludes functions/image-excludes.txt "${torch_sources[@]}"
+(torch_note="the image: runtime + aws, no torch (the [torch] extra is not installed)"; compile functions/requirements.lock pyproject.toml --extra aws --excludes functions/image-excludes.txt)
 # The test venv's torch (keep equal to scripts/dev.sh): PyPI's build, as the tests run today.
 printf '%s\n' $DEV_TORCH >"$out/dev-torch.txt"
 (torch_note="torch as scripts/dev.sh installs it: $DEV_TORCH (PyPI)"; compile functions/requirements-dev.lock pyproject.toml --extra aws --extra dev -c "$out/dev-torch.txt")
 # The build backend, held to the version the main lock already pins.
 echo "setuptools" >"$out/build.in"
 (torch_note="the build backend of the sdists in functions/requirements.lock"; compile functions/build-requirements.lock "$out/build.in" -c "$out/requirements.lock")
-# PyPI's torch of the same release (its CUDA dependencies come along).
-sed 's/+cpu$//' functions/image-constraints.txt >"$out/pypi-torch.txt"
-(torch_note="torch from PyPI (the CUDA build and its nvidia-* wheels)"; compile functions/requirements-pypi-torch.lock pyproject.toml --extra aws -c "$out/pypi-torch.txt" --excludes functions/image-excludes.txt)
 printf 'uv==%s\npip-audit\ncyclonedx-bom\n' "$UV_VERSION" >"$out/tools.in"
 (torch_note="tools for scripts/ci_image.sh; no torch"; compile scripts/ship-tools.lock "$out/tools.in")
 
 # Paths in uv's "via" annotations name temporary files: make them stable.
-sed -i -e "s#$out/requirements.lock#functions/requirements.lock#g" -e "s#$out/pypi-torch.txt#functions/image-constraints.txt (without +cpu)#g" -e "s#$out/dev-torch.txt#scripts/lock.sh (DEV_TORCH)#g" \
+sed -i -e "s#$out/requirements.lock#functions/requirements.lock#g" -e "s#$out/dev-torch.txt#scripts/lock.sh (DEV_TORCH)#g" \
   -e "s#-r $out/build.in#scripts/lock.sh#g" -e "s#$out/tools.in#scripts/lock.sh#g" "$out"/*.lock
 
 changed=0
 for dest in functions/requirements.lock functions/requirements-dev.lock functions/build-requirements.lock \
-  functions/requirements-pypi-torch.lock scripts/ship-tools.lock; do
+  scripts/ship-tools.lock; do
   if ! cmp -s "$out/$(basename "$dest")" "$dest"; then
     changed=1
     if [ "$check" = 1 ]; then echo "lock: $dest is out of date" >&2; else cp "$out/$(basename "$dest")" "$dest"; echo "lock: wrote $dest ($(grep -c '^[A-Za-z]' "$dest") pins)"; fi

@@ -18,7 +18,7 @@ from voxproof.batch.exceptions import (
     JobTooLong,
 )
 from voxproof.batch.idempotency import Idempotency
-from voxproof.batch.jobs import Job, ResultKeys
+from voxproof.batch.jobs import Job, ResultKeys, parse_job
 from voxproof.batch.runner import JobRunner, is_permanent, run_job
 from voxproof.deadline import Deadline
 from voxproof.errors import (
@@ -221,3 +221,38 @@ def test_a_job_stored_before_a_key_rotation_is_still_recognised(default_voice, s
     with pytest.raises(JobConflict):
         after.handle('{"job_id": "rotate", "text": "Something new."}', CALLER,
                      Deadline.after(60))
+
+
+@pytest.mark.parametrize(("fmt", "mime"), [("mp3", "audio/mpeg"), (None, "audio/wav")])
+def test_a_batch_result_is_signed_in_the_jobs_format(default_voice, store, s3, registry,
+                                                     tmp_path, fmt, mime):
+    import io
+
+    import c2pa
+    from voxproof import __version__
+    from voxproof.credentials.core import Credentials
+    from voxproof.credentials.identity import LocalIdentity
+    from voxproof.credentials.signer import CredentialSigner
+
+    client, bucket, _ = s3
+    identity = LocalIdentity.load_or_create(tmp_path / "c2pa")
+    service = Service(default_voice, StaticKeys(KeyRing(KEY_A)), registry, max_chars=2000,
+                      credentials=Credentials(lambda: CredentialSigner.local(identity),
+                                              lambda: identity.ca_pem.decode(),
+                                              version=__version__))
+    job = parse_job(json.dumps({"job_id": "fmt-1", "text": "A clip for the batch.",
+                                **({"format": fmt} if fmt else {})}))
+    result = run_job(service, job, CALLER, Deadline.after(60), store)
+    assert result.audio_key == f"batch/fmt-1.{fmt or 'wav'}" and result.format == (fmt or "wav")
+    stored = client.get_object(Bucket=bucket, Key=result.audio_key)
+    data = stored["Body"].read()
+    assert stored["ContentType"] == mime and result.manifest_bytes > 1000
+    settings = c2pa.Settings.from_dict({"verify": {"verify_trust": True},
+                                        "trust": {"trust_anchors": identity.ca_pem.decode()}})
+    reader = c2pa.Reader(mime, io.BytesIO(data), context=c2pa.Context(settings))
+    assert reader.get_validation_state() == "Trusted"
+    assert c2pa.Reader(mime, io.BytesIO(data)).get_validation_state() == "Valid"  # no local CA
+    assert registry.get_manifest(int(result.record_id, 16)) is not None
+    report = service.verify(data, CALLER)
+    assert report.credentials.status == "manifest_and_mark"
+    assert f"{report.detection.record_id:010x}" == result.record_id

@@ -63,3 +63,95 @@ def test_cli_default_key_lives_in_the_state_folder(tmp_path, monkeypatch, capsys
     state = tmp_path / "state"
     assert (state.stat().st_mode & 0o777) == 0o700
     assert ((state / "watermark.key").stat().st_mode & 0o777) == 0o600
+
+
+# --- verify in bulk: many files, standard input, one JSON line each, --jobs ---------------------
+@pytest.fixture(scope="module")
+def bulk(tmp_path_factory, host: np.ndarray):
+    """A key, two marked files (WAV and FLAC), an unmarked twin and a file that is not audio."""
+    from voxproof.watermark import embed
+
+    root = tmp_path_factory.mktemp("bulk")
+    KEY.write_key_file(root / "wm.key")
+    sf.write(root / "a.wav", embed(host, 16000, KEY, 0xA1), 16000, subtype="PCM_16")
+    sf.write(root / "b.flac", embed(host, 16000, KEY, 0xB2), 16000)
+    sf.write(root / "plain.wav", host, 16000, subtype="PCM_16")
+    (root / "notes.txt").write_text("not audio\n")
+    return root
+
+
+def _run_cli(args: list[str], *, cwd, stdin: bytes | None = None):
+    """``voxproof`` as a whole process (fork pools and stdin are the process's own)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VOXPROOF_STATE_DIR": str(cwd / "state")}
+    return subprocess.run([sys.executable, "-m", "voxproof", *args], cwd=cwd, env=env,
+                          input=stdin, capture_output=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_cli_verify_many_files_prints_one_json_line_each_in_order(bulk, jobs: str) -> None:
+    names = ["a.wav", "notes.txt", "plain.wav", "missing.wav", "b.flac"]
+    done = _run_cli(["verify", *names, "--key-file", "wm.key", "--json", "--jobs", jobs],
+                    cwd=bulk)
+    assert done.returncode == 2, done.stderr  # two files could not be checked
+    lines = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert [line["file"] for line in lines] == names
+    a, notes, plain, missing, b = lines
+    assert (a["found"], a["record_id"]) == (True, "00000000a1")
+    assert (b["found"], b["record_id"]) == (True, "00000000b2")
+    assert plain["found"] is False and plain["record_id"] is None
+    assert notes["error"]["code"] == "unsupported_audio" and "found" not in notes
+    assert missing["error"]["code"] == "unreadable_file"
+    assert "Traceback" not in done.stderr.decode()
+
+
+def test_cli_verify_reads_standard_input_beside_files(bulk) -> None:
+    done = _run_cli(["verify", "-", "plain.wav", "--key-file", "wm.key"], cwd=bulk,
+                    stdin=(bulk / "b.flac").read_bytes())
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert "file:    (standard input)" in out and "record 00000000b2" in out
+    assert out.count("file:    ") == 2 and "none found" in out
+
+
+def test_cli_verify_refuses_arguments_that_do_not_fit(bulk, capsys) -> None:
+    key = str(bulk / "wm.key")
+    assert cli_main(["verify", "-", "-", "--key-file", key]) == 2
+    assert "[usage]" in capsys.readouterr().err
+    assert cli_main(["verify", str(bulk / "a.wav"), str(bulk / "plain.wav"), "--key-file", key,
+                     "--plot", str(bulk / "t.png")]) == 2
+    assert "one FILE" in capsys.readouterr().err
+    for bad in ("0", "65", "two"):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["verify", str(bulk / "a.wav"), "--jobs", bad])
+        assert exit_.value.code == 2
+    capsys.readouterr()
+    # one file keeps the single-file contract: its error is the command's, exit 2
+    assert cli_main(["verify", str(bulk / "notes.txt"), "--key-file", key, "--json"]) == 2
+    assert "voxproof: error [unsupported_audio]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["mark", "verify"])
+def test_cli_mark_and_verify_import_no_voice_and_no_scipy_signal(bulk, command: str) -> None:
+    """What a mark does not use is not paid for at start: no voice stack, no scipy.signal."""
+    argv = (["mark", "plain.wav", "out.wav", "--record-id", "00000000c3"] if command == "mark"
+            else ["verify", "a.wav"])
+    probe = ("import json, sys\nfrom voxproof.cli import main\n"
+             f"code = main({argv + ['--key-file', 'wm.key']!r})\n"
+             "print(json.dumps([code, sorted(sys.modules)]))")
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VOXPROOF_STATE_DIR": str(bulk / "state")}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=bulk, env=env, capture_output=True,
+                          timeout=300, check=True)
+    code, modules = json.loads(done.stdout.decode().splitlines()[-1])
+    assert code == 0
+    heavy = {"scipy.signal", "torch", "TTS", "onnxruntime", "num2words", "voxproof.text",
+             "voxproof.voice.synthesis", "voxproof.voice.onnx_engine", "boto3", "matplotlib"}
+    assert not heavy & set(modules)
+    assert "voxproof.watermark" in modules  # the probe did run the command

@@ -1,4 +1,8 @@
-"""Optional extras: the runtime imports none of them; a command that needs one names it."""
+"""Optional extras: the runtime imports none of them; a command that needs one names it.
+
+The image installs the runtime and [aws] only (functions/Dockerfile): no [torch], [build] or
+[plot]; these tests are what keeps that image working.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,15 @@ RUNTIME_MODULES = (
     "voxproof.voice", "voxproof.voice.synthesis", "voxproof.voice.engine", "voxproof.voice.layer",
     "voxproof.voice.onnx_engine",
     "voxproof.service", "voxproof.watermark", "voxproof.audio", "voxproof.cli",
-    "TTS.tts.models.vits",
+    "voxproof.handlers.http", "voxproof.handlers.common",
 )
-#: Never loaded at run time: the layer builder ([build]) and plotting ([plot]).
-BUILD_AND_PLOT = ("voxproof.layer_build", "onnx", "matplotlib")
+#: Never loaded at run time: the layer builder ([build]), plotting ([plot]), the torch engine's
+#: libraries ([torch], not in the image) and scipy (tests and benchmarks only: [dev]).
+BUILD_AND_PLOT = ("voxproof.layer_build", "onnx", "matplotlib", "torch", "torchaudio", "TTS",
+                  "scipy")
 
 
-def test_the_runtime_imports_no_build_or_plot_code():
+def test_the_runtime_imports_no_build_plot_or_torch_code():
     code = (
         "import importlib, sys\n"
         f"for name in {RUNTIME_MODULES!r}: importlib.import_module(name)\n"
@@ -59,3 +65,23 @@ def test_verify_plot_without_the_plot_extra_exits_2_naming_it(monkeypatch, tmp_p
     err = capsys.readouterr().err
     assert "[extra_not_installed]" in err and "pip install 'voxproof[plot]'" in err
     assert not png.exists()
+
+
+def test_torch_engine_without_the_torch_extra_exits_2_naming_it(tiny_layer, tmp_path, monkeypatch,
+                                                                capsys):
+    """The image has no torch: VOXPROOF_ENGINE=torch (or --engine torch) says which extra."""
+    folder, pin = tiny_layer
+    monkeypatch.setenv("VOXPROOF_MODEL_DIR", str(folder))
+    monkeypatch.setenv("VOXPROOF_MODEL_MANIFEST_SHA256", pin)
+    monkeypatch.setenv("VOXPROOF_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("VOXPROOF_ENGINE", "torch")
+    for name in ("torch", "TTS"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if the [torch] extra were not installed
+    out = tmp_path / "a.wav"
+    for argv in (["synth", "A bad cafe.", "-o", str(out)],
+                 ["synth", "A bad cafe.", "-o", str(out), "--engine", "torch"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "[extra_not_installed]" in err and "pip install 'voxproof[torch]'" in err, err
+        assert "VOXPROOF_ENGINE=torch" in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()

@@ -114,3 +114,61 @@ def test_unreachable_dynamodb_is_unavailable_not_a_crash(monkeypatch):
         reg.get(1)
     with pytest.raises(Unavailable):
         reg.put_new(make_record(1))
+
+
+# --- the manifest store is kept with its record --------------------------------------------------
+
+
+def test_the_manifest_store_is_kept_with_its_record(registry):
+    store = bytes(range(256)) * 20  # binary, 5 KB: like a real one
+    registry.put_new(make_record(0x1111111111), store)
+    registry.put_new(make_record(0x2222222222))
+    assert registry.get_manifest(0x1111111111) == store
+    assert registry.get_manifest(0x2222222222) is None  # a record made without one
+    assert registry.get_manifest(0x3333333333) is None  # no such record
+    with pytest.raises(RecordExists):  # a taken id keeps its first manifest
+        registry.put_new(make_record(0x1111111111), b"other")
+    assert registry.get_manifest(0x1111111111) == store
+
+
+def test_a_large_manifest_goes_to_s3_beside_the_record(aws_client):
+    from voxproof.provenance import S3Manifests
+
+    dynamodb, s3 = aws_client("dynamodb"), aws_client("s3")
+    table, bucket = f"records-{uuid.uuid4().hex[:8]}", f"vx-out-{uuid.uuid4().hex[:8]}"
+    dynamodb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                          AttributeDefinitions=[{"AttributeName": "record_id",
+                                                 "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "record_id", "KeyType": "HASH"}])
+    s3.create_bucket(Bucket=bucket)
+    reg = DynamoRegistry(table, dynamodb, S3Manifests(bucket, s3), max_item_manifest=1000)
+    small, large = b"s" * 1000, b"L" * 5000
+    reg.put_new(make_record(1), small)
+    reg.put_new(make_record(2), large)
+    assert reg.get_manifest(1) == small and reg.get_manifest(2) == large
+    item = dynamodb.get_item(TableName=table, Key={"record_id": {"S": "0000000002"}})["Item"]
+    assert "manifest" not in item and item["manifest_key"]["S"].startswith("manifests/0000000002-")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == [item["manifest_key"]["S"]]
+    assert "manifest" in dynamodb.get_item(TableName=table,
+                                           Key={"record_id": {"S": "0000000001"}})["Item"]
+    no_bucket = DynamoRegistry(table, dynamodb, max_item_manifest=1000)
+    with pytest.raises(Unavailable):
+        no_bucket.put_new(make_record(3), large)
+    assert no_bucket.get(3) is None  # refused whole: no record without its manifest
+
+
+def test_a_registry_written_before_manifests_gains_the_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE records (record_id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+    db.execute("INSERT INTO records VALUES (?, ?)", (5, make_record(5).model_dump_json()))
+    db.commit()
+    db.close()
+    reg = SQLiteRegistry(path)
+    assert reg.get(5).record_id == 5 and reg.get(5).caller == "cli:test"
+    assert reg.get_manifest(5) is None
+    reg.put_new(make_record(6), b"m")
+    assert reg.get_manifest(6) == b"m"

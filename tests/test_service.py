@@ -123,7 +123,7 @@ def test_every_step_runs_inside_the_callers_step_hook(default_voice, registry):
 
     svc = Service(default_voice, StaticKeys(KeyRing(KEY_A)), registry, max_chars=500, step=step)
     clip = svc.speak(TEXT, CALLER, Deadline.after(60))
-    assert opened == ["keys", "synthesize", "mark", "store"]
+    assert opened == ["keys", "synthesize", "mark", "encode", "store"]
     opened.clear()
     assert svc.verify(clip.wav(), CALLER).verdict == "recorded"
     assert opened == ["decode", "keys", "detect", "lookup"]

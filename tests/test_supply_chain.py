@@ -82,27 +82,29 @@ def test_read_lock_refuses_an_unpinned_line() -> None:
         sc.read_lock("numpy>=2 \\\n    --hash=" + H1)
 
 
-def test_committed_lock_is_fully_hashed_and_pins_the_image_torch() -> None:
+def test_committed_lock_is_fully_hashed_and_its_build_backend_locked() -> None:
     pins = sc.read_lock((ROOT / "functions" / "requirements.lock").read_text())
     assert pins and all(p.hashes for p in pins)
-    constraint = (ROOT / "functions" / "image-constraints.txt").read_text()
-    wanted = next(line for line in constraint.splitlines() if line.startswith("torch=="))
-    assert [f"torch=={p.version}" for p in pins if p.name == "torch"] == [wanted]
+    assert "docopt" in {p.name for p in pins}  # the sdist-only dependency the backend builds
     build = sc.read_lock((ROOT / "functions" / "build-requirements.lock").read_text())
-    locked = {(p.name, p.version) for p in pins}
-    assert all((p.name, p.version) in locked for p in build)  # same setuptools as the lock
+    assert [p.name for p in build] == ["setuptools"] and all(p.hashes for p in build)
 
 
-def test_the_image_locks_hold_no_build_or_plot_extra() -> None:
-    """onnx ([build]) and matplotlib ([plot], also declared by coqui-tts) stay out of the image."""
-    excluded = {line for line in (ROOT / "functions" / "image-excludes.txt").read_text().split("\n")
-                if line and not line.startswith("#")}
-    assert "matplotlib" in excluded
-    for lock in ("requirements.lock", "requirements-pypi-torch.lock"):
-        names = {p.name for p in sc.read_lock((ROOT / "functions" / lock).read_text())}
-        assert not names & {"onnx", "ml-dtypes", "matplotlib", "contourpy", "fonttools"}, lock
+#: The torch engine's libraries ([torch]), the layer builder's ([build]) and plotting ([plot]).
+NOT_IN_THE_IMAGE = {"torch", "torchaudio", "torchcodec", "coqui-tts", "onnx", "ml-dtypes",
+                    "matplotlib", "contourpy", "fonttools"}
+
+
+def test_the_image_lock_holds_no_torch_build_or_plot_extra() -> None:
+    """The image runs the ONNX engine: torch and coqui-tts ([torch]), onnx ([build]) and
+    matplotlib ([plot]) stay out of it, as does any CUDA wheel."""
+    names = {p.name for p in sc.read_lock((ROOT / "functions" / "requirements.lock").read_text())}
+    assert not names & NOT_IN_THE_IMAGE
+    assert not any(name.startswith("nvidia-") for name in names)
+    assert {"onnxruntime", "awslambdaric", "espeakng-loader"} <= names
+    assert not (ROOT / "functions" / "requirements-pypi-torch.lock").exists()  # no torch fallback
     dev = {p.name for p in sc.read_lock((ROOT / "functions" / "requirements-dev.lock").read_text())}
-    assert {"onnx", "matplotlib"} <= dev  # the tests build layers and draw timelines
+    assert {"torch", "coqui-tts", "onnx", "matplotlib"} <= dev  # tests run both engines, build
 
 
 # --- the verdict ---------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_synth_errors_exit_2_with_their_code_and_leave_no_file(tiny_cli, tmp_pat
     assert not out.exists() and not list(tmp_path.glob(".out.wav*"))
 
 
-@pytest.mark.parametrize("target", ["out.mp3", "no-such-folder/out.wav", "folder.wav"])
+@pytest.mark.parametrize("target", ["out.ogg", "no-such-folder/out.wav", "folder.wav"])
 def test_synth_refuses_an_output_it_cannot_write_before_loading(tiny_cli, tmp_path, capsys,
                                                                 target):
     (tmp_path / "folder.wav").mkdir()
@@ -165,3 +165,39 @@ def test_synth_engine_flag_overrides_the_setting(tiny_cli, tmp_path, capsys, mon
     code, _, _ = run(["synth", "A bad cafe.", "-o", str(tmp_path / "b.wav"), "--engine", "torch"],
                      capsys)
     assert code == 0 and (tmp_path / "b.wav").is_file()
+
+
+@pytest.mark.parametrize(("name", "extra", "mime"), [
+    ("out.mp3", [], "audio/mpeg"), ("out.audio", ["--format", "flac"], "audio/flac"),
+    ("out.wav", [], "audio/wav"), ("out.m4a", [], "audio/mp4")])
+def test_synth_writes_signed_audio_in_the_format_asked(tiny_cli, tmp_path, capsys, name, extra,
+                                                       mime):
+    import io
+
+    import c2pa
+    from voxproof import audio
+
+    out = tmp_path / name
+    code, stdout, _ = run(["synth", "A bad cafe, a bad face.", "-o", str(out), *extra], capsys)
+    assert code == 0 and "signed: C2PA manifest" in stdout
+    said = float(stdout.split(": ")[1].split(" s,")[0])
+    assert abs(audio.decode(out.read_bytes()).duration_s - said) < 0.08  # codec padding at most
+    code, shown, _ = run(["credentials", "--export-ca", str(tmp_path / "ca.pem"), "--json"],
+                         capsys)
+    info = json.loads(shown)
+    assert code == 0 and info["signer"]["key_mode"] == "0600"
+    settings = c2pa.Settings.from_dict({"verify": {"verify_trust": True}, "trust": {
+        "trust_anchors": (tmp_path / "ca.pem").read_text()}})
+    reader = c2pa.Reader(mime, io.BytesIO(out.read_bytes()), context=c2pa.Context(settings))
+    assert reader.get_validation_state() == "Trusted"
+    default = c2pa.Reader(mime, io.BytesIO(out.read_bytes()))  # without the local CA
+    assert default.get_validation_state() == "Valid"
+    code, text, _ = run(["verify", str(out)], capsys)  # the tiny voice is too short to mark
+    assert code == 0 and "manifest in the file valid, trusted signer" in text
+
+
+def test_credentials_shows_the_local_ca_and_signer(tiny_cli, capsys):
+    code, text, _ = run(["credentials"], capsys)
+    assert code == 0 and "CN=voxproof local CA" in text and "(mode 0600)" in text
+    code, again, _ = run(["credentials"], capsys)
+    assert again == text  # created once, then shown

@@ -329,3 +329,53 @@ def test_the_5xx_alarm_watches_this_api_by_name(template):
     res = template["Resources"]
     [dimension] = res["ApiServerErrorsAlarm"]["Properties"]["Dimensions"]
     assert dimension["Value"] == res["Api"]["Properties"]["Name"]
+
+
+def test_a_kms_key_signs_manifests_and_only_the_speaking_functions_may_sign(template):
+    res = template["Resources"]
+    key = res["C2paSigningKey"]["Properties"]
+    assert (key["KeySpec"], key["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
+    # The key policy names no function: Sign comes only from the functions' own policies.
+    assert [s["Principal"] for s in key["KeyPolicy"]["Statement"]] == [
+        {"AWS": {"Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}]
+
+    def may(name: str, action: str) -> list:
+        return [st["Resource"] for p in res[name]["Properties"].get("Policies", [])
+                if isinstance(p, dict) for st in p.get("Statement", []) if action in st["Action"]]
+
+    signers = {name for name, r in res.items() if r["Type"] == "AWS::Serverless::Function"
+               and may(name, "kms:Sign")}
+    assert signers == {"SpeechFunction", "BatchFunction"}
+    for name in signers:
+        assert may(name, "kms:Sign") == [{"GetAtt": "C2paSigningKey.Arn"}]
+        env = res[name]["Properties"]["Environment"]["Variables"]
+        assert env["VOXPROOF_C2PA_KMS_KEY_ID"] == {"GetAtt": "C2paSigningKey.Arn"}
+        assert {"Ref": "C2paChainSecret"} in may(name, "secretsmanager:GetSecretValue")
+        assert any("/manifests/*" in r["Sub"] for r in may(name, "s3:PutObject"))
+    # verify reads the chain (to trust its root) and large stored manifests, and never signs
+    assert {"Ref": "C2paChainSecret"} in may("VerifyFunction", "secretsmanager:GetSecretValue")
+    assert any("/manifests/*" in r["Sub"] for r in may("VerifyFunction", "s3:GetObject"))
+    glob = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert glob["VOXPROOF_C2PA_CHAIN_SECRET_ID"] == {"Ref": "C2paChainSecret"}
+    assert "VOXPROOF_C2PA_KMS_KEY_ID" not in glob
+
+
+def test_the_soft_binding_api_has_verifys_authentication_and_throttles(template):
+    ops = _operations(template)
+    c2pa_ops = {key: op for key, op in ops.items() if key[0].startswith("/v1/c2pa/")}
+    assert set(c2pa_ops) == {("/v1/c2pa/matches/byBinding", "GET"),
+                             ("/v1/c2pa/matches/byBinding", "POST"),
+                             ("/v1/c2pa/matches/byContent", "POST"),
+                             ("/v1/c2pa/manifests/{manifestId}", "GET"),
+                             ("/v1/c2pa/services/supportedAlgorithms", "GET")}
+    for mode in ("ApiKey", "Iam", "Both"):
+        for op in c2pa_ops.values():
+            assert _security(op, mode) == _security(ops[("/v1/verify", "POST")], mode)
+    res = template["Resources"]
+    for plan in ("SpeechUsagePlan", "VerifyUsagePlan", "AuditorUsagePlan"):
+        throttle = res[plan]["Properties"]["ApiStages"][0]["Throttle"]
+        verify = throttle["/v1/verify/POST"]
+        for path, method in c2pa_ops:
+            if path.endswith("supportedAlgorithms"):
+                continue  # a constant answer: the plan's own throttle
+            assert throttle[f"{path}/{method}"] == verify, (plan, path)

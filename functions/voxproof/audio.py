@@ -27,7 +27,6 @@ import struct
 import time
 import wave
 from dataclasses import dataclass
-from math import gcd
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -42,6 +41,7 @@ from voxproof.errors import (
     MislabelledAudio,
     UnsupportedAudio,
 )
+from voxproof.resample import PolyResampler
 
 av.logging.set_level(None)  # ffmpeg's own log lines would leak internals to stderr
 
@@ -587,80 +587,6 @@ class _Downmix:
         self.sink.finish()
 
 
-class PolyResampler:
-    """``scipy.signal.resample_poly(x, up, down)`` (its default Kaiser window, zero padding),
-    computed block by block as ``x`` arrives: the output is bit for bit the same, and memory is
-    one block of input plus the filter.
-
-    Example:
-        >>> from scipy.signal import resample_poly
-        >>> x = np.random.default_rng(0).standard_normal(50_000)
-        >>> r = PolyResampler(22050, 8000, block=4096)
-        >>> y = np.concatenate([r.feed(x[:12_345]), r.feed(x[12_345:]), r.finish()])
-        >>> bool(np.array_equal(y, resample_poly(x, 320, 882)))
-        True
-    """
-
-    def __init__(self, rate_in: int, rate_out: int, *, block: int = 1 << 16) -> None:
-        g = gcd(int(rate_in), int(rate_out))
-        self.up, self.down = int(rate_out) // g, int(rate_in) // g
-        self.n_in = 0
-        self._pending: list[np.ndarray] = []
-        self._pending_len = 0
-        if self.up == self.down == 1:
-            return
-        from scipy.signal import firwin  # not at import: the decode worker never resamples
-
-        widest = max(self.up, self.down)
-        half = 10 * widest
-        taps = firwin(2 * half + 1, 1.0 / widest, window=("kaiser", 5.0)) * self.up
-        pre = self.down - half % self.down
-        self._h = np.concatenate([np.zeros(pre), taps])
-        self._next = (half + pre) // self.down  # next output index of the full upfirdn
-        self._first_out = self._next
-        self._start = 0  # index of the first pending input; always a multiple of ``down``
-        self._block = max(block, 4 * len(self._h) // self.up)
-
-    def feed(self, x: np.ndarray) -> np.ndarray:
-        """Take the next input samples; returns the outputs they complete."""
-        self.n_in += len(x)
-        if self.up == self.down == 1:
-            return np.array(x, dtype=np.float64)
-        self._pending.append(x)
-        self._pending_len += len(x)
-        if self._pending_len < self._block:
-            return np.zeros(0)
-        return self._run(final=False)
-
-    def finish(self) -> np.ndarray:
-        """The remaining outputs, once all input is in."""
-        if self.up == self.down == 1 or not self._pending_len:
-            return np.zeros(0)
-        return self._run(final=True)
-
-    def _run(self, *, final: bool) -> np.ndarray:
-        up, down = self.up, self.down
-        from scipy.signal import upfirdn
-
-        x = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
-        z = upfirdn(self._h, x, up, down)
-        base = self._start * up // down  # full output index of z[0]
-        if final:
-            n_out = -(-self.n_in * up // down)
-            last = self._first_out + n_out
-        else:  # outputs whose last input (floor(m * down / up)) has arrived
-            last = ((self._start + len(x) - 1) * up) // down + 1
-        last = min(last, base + len(z))
-        out = z[self._next - base:last - base] if last > self._next else np.zeros(0)
-        self._next = max(self._next, last)
-        first_needed = -(-(self._next * down - len(self._h) + 1) // up)
-        keep = max(self._start, (first_needed // down) * down)
-        x = x[keep - self._start:]
-        self._start = keep
-        self._pending, self._pending_len = [x], len(x)
-        return out
-
-
 def _declared_duration(stream, container) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
@@ -732,15 +658,21 @@ def _encode_av(block: np.ndarray, sample_rate: int, muxer: str, codec: str,
 
 def write_file(path: str | Path, samples: np.ndarray, sample_rate: int, fmt: str | None = None,
                *, bitrate: int | None = None) -> str:
-    """Write ``samples`` to ``path`` atomically; returns the format written.
+    """Write ``samples`` to ``path`` atomically (``write_bytes``); returns the format written."""
+    path = Path(path)
+    fmt = fmt or output_format_for(path.suffix, sample_rate)
+    write_bytes(path, encode(samples, sample_rate, fmt, bitrate=bitrate))
+    return fmt
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically.
 
     The bytes go to a fresh temporary file beside ``path`` that is renamed over it once
     complete; on any error the temporary file is removed, so ``path`` is either untouched or
     whole. ``OSError`` (missing folder, no permission, disk full) is the caller's to report.
     """
     path = Path(path)
-    fmt = fmt or output_format_for(path.suffix, sample_rate)
-    data = encode(samples, sample_rate, fmt, bitrate=bitrate)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # umask applies
     try:
@@ -750,4 +682,3 @@ def write_file(path: str | Path, samples: np.ndarray, sample_rate: int, fmt: str
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return fmt

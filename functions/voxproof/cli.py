@@ -15,9 +15,16 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from voxproof import __version__
-from voxproof.errors import ExtraNotInstalled, LayerCheckFailed, RequestError, VoxproofError
+from voxproof.errors import (
+    ExtraNotInstalled,
+    LayerCheckFailed,
+    RequestError,
+    UsageError,
+    VoxproofError,
+)
 from voxproof.settings import Settings
 
 EXIT_USER_ERROR = 2
@@ -100,36 +107,148 @@ def _cmd_mark(args: argparse.Namespace) -> int:
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="look for a watermark and report what it vouches for")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("files", metavar="FILE", nargs="+",
+                   help="audio files to check; - reads one from standard input")
     p.add_argument("--key-file", action="append",
                    help="a key to try (repeat for rotated keys; default: the local state folder's)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", metavar="PNG", help="draw the per-window timeline to this PNG")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per file, one per line")
+    p.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                   help="check N files at once, in N processes (default 1)")
+    p.add_argument("--plot", metavar="PNG", help="draw the per-window timeline to this PNG "
+                   "(one file only)")
     p.set_defaults(func=_cmd_verify)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from voxproof import audio
-    from voxproof.runtime import build_service
-    from voxproof.service import local_caller
-    from voxproof.watermark.timeline import plot_timeline, report_text
+    """Verify each file in turn (or ``--jobs`` at once); one report per file, in order.
 
-    settings: Settings = args.settings
-    key_files = [str(p) for p in args.key_file] if args.key_file else None
+    A file that cannot be checked (unreadable, not audio, too large) is reported and the
+    others go on; the exit status is 2 if any file failed, else 0 (found or not)."""
+    files: list[str] = args.files
+    if files.count("-") > 1:
+        raise UsageError("standard input (-) can be read only once")
+    if args.plot and len(files) > 1:
+        raise UsageError("--plot draws one file's timeline: give one FILE")
     if args.plot:
         _require_extra("plot", "drawing the timeline (--plot)", "matplotlib")
-    service = build_service(settings, key_files=key_files, create_key=False)
-    data, declared = audio.read_upload(args.file)  # decoded in the worker, like uploads
+    stdin = sys.stdin.buffer.read(_stdin_cap() + 1) if "-" in files else None
+    key_files = [str(p) for p in args.key_file] if args.key_file else None
+    if len(files) == 1:  # one file: its error is the command's (exit 2, as before)
+        print(_verify_one(_checker(args.settings, key_files), files[0], stdin, args))
+        return 0
+    jobs = min(args.jobs, len(files))
+    if jobs == 1:
+        checker = _checker(args.settings, key_files)
+        lines = (_verify_or_report(checker, name, stdin, args) for name in files)
+    else:
+        lines = _verify_in_pool(args, key_files, files, stdin, jobs)
+    failed = False
+    for ok, line in lines:
+        failed |= not ok
+        print(line, file=sys.stdout if ok or args.json else sys.stderr, flush=True)
+    return EXIT_USER_ERROR if failed else 0
+
+
+def _checker(settings: Settings, key_files: list[str] | None):
+    """The verify half of the service: keys, registry, decode worker; never the voice."""
+    from voxproof.runtime import build_service
+
+    return build_service(settings, key_files=key_files, create_key=False)
+
+
+def _stdin_cap() -> int:
+    from voxproof.audio import DEFAULT_LIMITS
+
+    return DEFAULT_LIMITS.max_bytes
+
+
+def _verify_one(service, name: str, stdin: bytes | None, args: argparse.Namespace) -> str:
+    """One file's report: a JSON line with ``--json``, else a few lines for people."""
+    from voxproof import audio
+    from voxproof.errors import AudioTooLarge
+    from voxproof.service import local_caller
+
+    if name == "-":
+        assert stdin is not None
+        if len(stdin) > _stdin_cap():
+            raise AudioTooLarge(f"standard input is over {_stdin_cap()} bytes",
+                                      limit_bytes=_stdin_cap())
+        data, declared = stdin, None  # sniffed from its bytes
+    else:
+        data, declared = audio.read_upload(name)  # decoded in the worker, like uploads
     report = service.verify(data, local_caller("cli"), declared=declared)
     if args.plot:
+        from voxproof.watermark.timeline import plot_timeline
+
         plot_timeline(report.detection, report.duration_s, args.plot)
     if args.json:
-        print(json.dumps(report.to_dict()))
-    else:
-        print(report_text(report.detection, Path(args.file).name, report.duration_s,
-                          report.sample_rate))
-        print(_record_text(report))
-    return 0
+        return json.dumps({"file": name, **report.to_dict()})
+    from voxproof.watermark.timeline import report_text
+
+    label = "(standard input)" if name == "-" else Path(name).name
+    text = report_text(report.detection, label, report.duration_s, report.sample_rate)
+    lines = [text, _record_text(report)]
+    if report.credentials is not None:
+        lines.append(_credentials_text(report.credentials))
+    return "\n".join(line for line in lines if line)
+
+
+def _verify_or_report(service, name: str, stdin: bytes | None,
+                      args: argparse.Namespace) -> tuple[bool, str]:
+    """``(True, report)``, or ``(False, the error)`` for a file that could not be checked."""
+    try:
+        return True, _verify_one(service, name, stdin, args)
+    except (VoxproofError, OSError) as err:
+        code, message = ((err.code, err.message) if isinstance(err, VoxproofError)
+                         else ("unreadable_file", _os_error_text(err)))
+        if args.json:
+            return False, json.dumps({"file": name, "error": {"code": code, "message": message}})
+        return False, f"voxproof: error [{code}]: {name}: {message}"
+
+
+def _os_error_text(err: OSError) -> str:
+    """An OS error in words, without a traceback: ``No such file or directory``."""
+    return err.strerror or type(err).__name__
+
+
+_POOL_STATE: dict[str, Any] = {}
+
+
+def _pool_init(settings: Settings, key_files: list[str] | None, stdin: bytes | None,
+               args: argparse.Namespace) -> None:
+    """Each pool process builds its own service (its own registry connection and worker)."""
+    _POOL_STATE.update(service=_checker(settings, key_files), stdin=stdin, args=args)
+
+
+def _pool_verify(name: str) -> tuple[bool, str]:
+    s = _POOL_STATE
+    return _verify_or_report(s["service"], name, s["stdin"], s["args"])
+
+
+def _verify_in_pool(args: argparse.Namespace, key_files: list[str] | None, files: list[str],
+                    stdin: bytes | None, jobs: int):
+    """Reports in input order from ``jobs`` forked processes (forked before any service,
+    decode worker or thread exists in this one)."""
+    import multiprocessing
+
+    pool_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(jobs, initializer=_pool_init,
+                  initargs=(args.settings, key_files, stdin, pool_args)) as pool:
+        yield from pool.imap(_pool_verify, files)
+
+
+def _credentials_text(creds) -> str:
+    """Two lines: what the manifest says, and what it proves beside the mark."""
+    check = creds.embedded if creds.source == "embedded" else creds.stored
+    state = {"trusted": "valid, trusted signer", "valid_untrusted": "valid, untrusted signer",
+             "invalid": "INVALID"}.get(creds.validation or "", "none")
+    where = {"embedded": " in the file", "registry": " from the registry"}.get(creds.source or "",
+                                                                             "")
+    codes = f" ({', '.join(check.failures)})" if check is not None and check.failures else ""
+    return (f"c2pa:    {creds.status}: manifest{where} {state}{codes}\n"
+            f"         {creds.summary}")
 
 
 def _record_text(report) -> str:
@@ -204,10 +323,14 @@ def _cmd_layer_verify(args: argparse.Namespace) -> int:
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    synth = sub.add_parser("synth", help="speak text into a 16-bit WAV file")
+    synth = sub.add_parser("synth", help="speak text into an audio file (WAV, MP3, M4A, FLAC), "
+                                         "watermarked and signed")
     synth.add_argument("text", nargs="?", help="what to say (or use --text-file)")
     synth.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
-    synth.add_argument("-o", "--out", type=Path, required=True, help="the .wav file to write")
+    synth.add_argument("-o", "--out", type=Path, required=True,
+                       help="the file to write (.wav, .mp3, .m4a or .flac)")
+    synth.add_argument("--format", choices=("wav", "mp3", "m4a", "flac"),
+                       help="the format (default: from the output's suffix)")
     synth.add_argument(
         "--deadline-s", type=_seconds, default=DEFAULT_DEADLINE_S, metavar="S",
         help=f"time budget for the synthesis once the voice is loaded (default "
@@ -229,17 +352,62 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         raise RequestError("give the text either as an argument or with --text-file")
     text = args.text if args.text_file is None else read_text_file(
         args.text_file, max_chars=settings.max_text_chars_sync)
-    result = synth_to_wav(text, args.out, settings=settings, deadline_s=args.deadline_s)
+    result = synth_to_wav(text, args.out, settings=settings, deadline_s=args.deadline_s,
+                          fmt=args.format)
     for removal in result.speech.removed:
         print(f"note: removed {removal.code_point} ({removal.reason}) at position "
               f"{removal.position}", file=sys.stderr)
     record = result.record
+    kind = "16-bit WAV" if result.format == "wav" else result.format.upper()
     print(
-        f"wrote {args.out}: {result.duration_s:.2f} s, {result.sample_rate} Hz 16-bit WAV, "
+        f"wrote {args.out}: {result.duration_s:.2f} s, {result.sample_rate} Hz {kind}, "
         f"voice {record.voice}, model manifest sha256 {record.model_manifest_sha256}\n"
         f"marked with record {record.record_id_hex} under key {record.key_id} "
         f"(recorded in the local registry)"
     )
+    if result.manifest_store is not None:
+        print(f"signed: C2PA manifest ({len(result.manifest_store)} bytes) naming record "
+              f"{record.record_id_hex}, kept with the record")
+    return 0
+
+
+def _add_credentials(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("credentials",
+                       help="show the local C2PA signing certificates; export the CA to trust")
+    p.add_argument("--export-ca", metavar="PEM", type=Path,
+                   help="write the local CA certificate here (for readers to trust)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_credentials)
+
+
+def _cmd_credentials(args: argparse.Namespace) -> int:
+    from voxproof.audio import write_bytes
+    from voxproof.credentials.identity import LocalIdentity
+
+    settings: Settings = args.settings
+    settings.ensure_state_dir()
+    identity = LocalIdentity.load_or_create(settings.credentials_dir)  # like the watermark key
+    info = identity.describe()
+    if args.export_ca:
+        try:
+            write_bytes(args.export_ca, identity.ca_pem)
+        except OSError:
+            from voxproof.errors import OutputError
+
+            raise OutputError("the CA certificate cannot be written there") from None
+        info["exported_ca"] = str(args.export_ca)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    ca, signer = info["ca"], info["signer"]
+    print(f"CA:     {ca['subject']} (until {ca['not_after']})\n"
+          f"        sha256 {ca['sha256']}\n        {ca['file']}\n"
+          f"signer: {signer['subject']}, issued by the CA, ES256 (until {signer['not_after']})\n"
+          f"        sha256 {signer['sha256']}\n        {signer['file']}\n"
+          f"key:    {signer['key_file']} (mode {signer['key_mode']})")
+    if args.export_ca:
+        print(f"exported the CA certificate to {args.export_ca}: give it to readers as a trust "
+              "anchor (c2pa settings trust.trust_anchors, VOXPROOF_C2PA_TRUST_ANCHORS)")
     return 0
 
 
@@ -277,6 +445,17 @@ def _require_extra(extra: str, what: str, *modules: str) -> None:
         )
 
 
+def _jobs(value: str) -> int:
+    """``--jobs``: a whole number of processes, 1 to 64."""
+    try:
+        jobs = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= jobs <= 64:
+        raise argparse.ArgumentTypeError(f"--jobs must be 1 to 64, not {jobs}")
+    return jobs
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -297,7 +476,8 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-_SUBCOMMANDS: list = [_add_synth, _add_layer, _add_keygen, _add_mark, _add_verify, _add_serve]
+_SUBCOMMANDS: list = [_add_synth, _add_layer, _add_keygen, _add_mark, _add_verify, _add_serve,
+                      _add_credentials]
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -270,6 +270,13 @@ class ExtraNotInstalled(VoxproofError):
     code = "extra_not_installed"
 
 
+class UsageError(VoxproofError):
+    """A command line whose arguments do not fit together (argparse checks the single ones)."""
+
+    code = "usage"
+    status = 400
+
+
 # --- audio in -------------------------------------------------------------------------------
 class AudioError(VoxproofError):
     """An upload that cannot be decoded within bounds."""
@@ -377,6 +384,14 @@ class UnsupportedMediaType(RequestError):
 
     code = "unsupported_media_type"
     status = 415
+
+
+class NotAcceptable(RequestError):
+    """The request asks for a representation the route cannot give (e.g. ``format`` and
+    ``Accept`` disagree)."""
+
+    code = "not_acceptable"
+    status = 406
 
 
 class MethodNotAllowed(RequestError):

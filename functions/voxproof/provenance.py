@@ -7,7 +7,9 @@ and a candidate text can check a match).
 
 Two registries share one interface: ``SQLiteRegistry`` (a file in the local state folder) and
 ``DynamoRegistry`` (a DynamoDB table on AWS; its client comes from the caller). Writes are
-insert-if-absent, so a record id is never reused or overwritten.
+insert-if-absent, so a record id is never reused or overwritten. The output's C2PA manifest
+store is written with its record, in the same write (``get_manifest`` reads it back), so a copy
+whose manifest was stripped leads back to it through the mark.
 
 Example:
     >>> reg = SQLiteRegistry(":memory:")
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import sqlite3
 import threading
 import unicodedata
@@ -121,11 +124,15 @@ def text_hash(key: WatermarkKey, text: str) -> str:
 class Registry(Protocol):
     """Where records live. Implementations: SQLiteRegistry, DynamoRegistry."""
 
-    def put_new(self, record: ProvenanceRecord) -> None:
-        """Store ``record``; ``RecordExists`` if its id is taken."""
+    def put_new(self, record: ProvenanceRecord, manifest: bytes | None = None) -> None:
+        """Store ``record`` (and the output's manifest store); ``RecordExists`` if its id is
+        taken."""
 
     def get(self, record_id: int) -> ProvenanceRecord | None:
         """The record with this id, or None."""
+
+    def get_manifest(self, record_id: int) -> bytes | None:
+        """The manifest store kept with this record, or None."""
 
 
 class SQLiteRegistry:
@@ -142,16 +149,26 @@ class SQLiteRegistry:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS records (record_id INTEGER PRIMARY KEY, body TEXT NOT NULL)"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+        if "manifest" not in columns:  # registries written before manifests were kept
+            self._db.execute("ALTER TABLE records ADD COLUMN manifest BLOB")
         if self._path != ":memory:":
             Path(self._path).chmod(0o600)
 
-    def put_new(self, record: ProvenanceRecord) -> None:
+    def put_new(self, record: ProvenanceRecord, manifest: bytes | None = None) -> None:
         with self._lock:
             try:
-                self._db.execute("INSERT INTO records (record_id, body) VALUES (?, ?)",
-                                 (record.record_id, record.model_dump_json()))
+                self._db.execute(
+                    "INSERT INTO records (record_id, body, manifest) VALUES (?, ?, ?)",
+                    (record.record_id, record.model_dump_json(), manifest))
             except sqlite3.IntegrityError as exc:
                 raise RecordExists("a record with this id exists") from exc
+
+    def get_manifest(self, record_id: int) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT manifest FROM records WHERE record_id = ?",
+                                   (record_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
 
     def get(self, record_id: int) -> ProvenanceRecord | None:
         with self._lock:
@@ -167,6 +184,55 @@ class SQLiteRegistry:
         self._db.close()
 
 
+#: Largest manifest store kept inside its DynamoDB item (items hold at most 400 KB); a larger
+#: one goes to S3 beside the record and the item names its key. voxproof's are 3-15 KB.
+DYNAMO_MANIFEST_MAX_BYTES: Final = 256 * 1024
+
+
+class ManifestObjects(Protocol):
+    """Where manifest stores too large for a DynamoDB item go (an S3 prefix)."""
+
+    def put(self, name: str, data: bytes) -> str:
+        """Store ``data`` under a fresh key derived from ``name``; returns the key."""
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes."""
+
+
+class S3Manifests:
+    """Manifest stores as S3 objects beside the records: ``manifests/<record id>-<random>.c2pa``
+    (a fresh key per write, so a write for a record id that turns out taken overwrites nothing).
+
+    Parameters
+    ----------
+    bucket:
+        The output bucket.
+    client:
+        A boto3 S3 client.
+    owner:
+        The account that must own the bucket (``ExpectedBucketOwner``), when known.
+    """
+
+    PREFIX: Final = "manifests/"
+
+    def __init__(self, bucket: str, client: Any, owner: str | None = None) -> None:
+        self._bucket = bucket
+        self._client = client
+        self._owner = {"ExpectedBucketOwner": owner} if owner else {}
+
+    def put(self, name: str, data: bytes) -> str:
+        key = f"{self.PREFIX}{name}-{secrets.token_hex(6)}.c2pa"
+        self._client.put_object(Bucket=self._bucket, Key=key, Body=data,
+                                ContentType="application/c2pa", **self._owner)
+        return key
+
+    def get(self, key: str) -> bytes:
+        if not key.startswith(self.PREFIX):
+            raise ValueError("not a manifest key")
+        out = self._client.get_object(Bucket=self._bucket, Key=key, **self._owner)
+        return out["Body"].read()
+
+
 class DynamoRegistry:
     """Records in a DynamoDB table keyed by ``record_id`` (a 10-hex-character string).
 
@@ -176,16 +242,24 @@ class DynamoRegistry:
         The table (template.yaml: ``RecordsTable``).
     client:
         A boto3 DynamoDB client (low level), built by the caller.
+    manifests:
+        Where manifest stores over ``DYNAMO_MANIFEST_MAX_BYTES`` go (an S3 prefix beside the
+        records); without it they are refused.
     """
 
-    def __init__(self, table_name: str, client: Any) -> None:
+    def __init__(self, table_name: str, client: Any, manifests: ManifestObjects | None = None,
+                 *, max_item_manifest: int = DYNAMO_MANIFEST_MAX_BYTES) -> None:
         self._table = table_name
         self._client = client
+        self._manifests = manifests
+        self._max_item_manifest = max_item_manifest
 
-    def put_new(self, record: ProvenanceRecord) -> None:
+    def put_new(self, record: ProvenanceRecord, manifest: bytes | None = None) -> None:
         item = {"record_id": {"S": record.record_id_hex},
                 "body": {"S": record.model_dump_json()},
                 "created_at": {"S": record.created_at}}
+        if manifest is not None:
+            item.update(self._manifest_attribute(record.record_id_hex, manifest))
         try:
             self._client.put_item(TableName=self._table, Item=item,
                                   ConditionExpression="attribute_not_exists(record_id)")
@@ -194,12 +268,40 @@ class DynamoRegistry:
         except Exception as exc:  # botocore's network and service errors
             raise Unavailable("the provenance registry cannot be reached") from exc
 
+    def _manifest_attribute(self, name: str, manifest: bytes) -> dict[str, Any]:
+        if len(manifest) <= self._max_item_manifest:
+            return {"manifest": {"B": manifest}}
+        if self._manifests is None:
+            raise Unavailable("this manifest store is too large for the record and no bucket "
+                              "is configured for large ones")
+        try:
+            key = self._manifests.put(name, manifest)  # before the item: it never names nothing
+        except Exception as exc:
+            raise Unavailable("the manifest store could not be written") from exc
+        return {"manifest_key": {"S": key}}
+
     def get(self, record_id: int) -> ProvenanceRecord | None:
+        item = self._item(record_id, "body")
+        return ProvenanceRecord.model_validate(json.loads(item["body"]["S"])) if item else None
+
+    def get_manifest(self, record_id: int) -> bytes | None:
+        item = self._item(record_id, "manifest, manifest_key")
+        if not item:
+            return None
+        if "manifest" in item:
+            return bytes(item["manifest"]["B"])
+        if "manifest_key" in item and self._manifests is not None:
+            try:
+                return self._manifests.get(item["manifest_key"]["S"])
+            except Exception as exc:
+                raise Unavailable("the stored manifest cannot be read") from exc
+        return None
+
+    def _item(self, record_id: int, attributes: str) -> dict[str, Any] | None:
         try:
             out = self._client.get_item(TableName=self._table,
                                         Key={"record_id": {"S": f"{record_id:010x}"}},
-                                        ConsistentRead=True)
+                                        ProjectionExpression=attributes, ConsistentRead=True)
         except Exception as exc:
             raise Unavailable("the provenance registry cannot be reached") from exc
-        item = out.get("Item")
-        return ProvenanceRecord.model_validate(json.loads(item["body"]["S"])) if item else None
+        return out.get("Item")

@@ -22,9 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from voxproof import __version__
+from voxproof.credentials.core import Credentials
 from voxproof.decode_worker import Decoder, DecodeWorker, InProcessDecoder
+from voxproof.errors import VoxproofError
 from voxproof.keyring import FileKeySource, KeySource, SecretsManagerKeySource
-from voxproof.provenance import DynamoRegistry, Registry, SQLiteRegistry
+from voxproof.provenance import DynamoRegistry, Registry, S3Manifests, SQLiteRegistry
 from voxproof.service import Service, Step, no_step
 from voxproof.settings import Settings
 
@@ -97,7 +100,59 @@ def build_service(settings: Settings, *, aws: AwsClients | None = None,
     return Service(voice or load, _keys(settings, aws, key_files, create_key),
                    _registry(settings, aws),
                    max_chars=max_chars or settings.max_text_chars_sync, step=step,
-                   decoder=_decoder(settings))
+                   decoder=_decoder(settings), credentials=build_credentials(settings, aws))
+
+
+def build_credentials(settings: Settings, aws: AwsClients | None = None) -> Credentials:
+    """Signing and trust for Content Credentials: a KMS key and the chain from Secrets Manager
+    or SSM where the settings name them and ``aws`` is given, else the local identity in the
+    state folder (created on the first signature, never by verify). Trusted: the own CA (unless
+    ``c2pa_trust_own_ca`` is off) and ``c2pa_trust_anchors``."""
+    from voxproof.credentials.identity import CA_FILE, LocalIdentity, root_of
+    from voxproof.credentials.signer import CredentialSigner
+
+    chain: list[bytes] = []  # the KMS chain, read once by whichever needs it first
+
+    def kms_chain() -> bytes:
+        from voxproof.credentials.kms import read_chain
+
+        if not chain:
+            assert aws is not None
+            chain.append(read_chain(
+                secret_id=settings.c2pa_chain_secret_id, parameter=settings.c2pa_chain_parameter,
+                secretsmanager=aws("secretsmanager") if settings.c2pa_chain_secret_id else None,
+                ssm=aws("ssm") if settings.c2pa_chain_parameter else None))
+        return chain[0]
+
+    on_kms = aws is not None and settings.c2pa_kms_key_id is not None
+    on_aws_chain = aws is not None and bool(settings.c2pa_chain_secret_id
+                                            or settings.c2pa_chain_parameter)
+
+    def signer() -> CredentialSigner:
+        if on_kms:
+            from voxproof.credentials.kms import KmsSign
+
+            assert aws is not None and settings.c2pa_kms_key_id is not None
+            return CredentialSigner.from_callback(KmsSign(settings.c2pa_kms_key_id, aws("kms")),
+                                                  kms_chain())
+        settings.ensure_state_dir()
+        return CredentialSigner.local(LocalIdentity.load_or_create(settings.credentials_dir))
+
+    def anchors() -> str | None:
+        pems: list[bytes] = []
+        if settings.c2pa_trust_own_ca:
+            if on_aws_chain:
+                try:
+                    pems.append(root_of(kms_chain()))
+                except (VoxproofError, ValueError):  # not provisioned yet: trusted on a later ask
+                    pass
+            elif (settings.credentials_dir / CA_FILE).is_file():
+                pems.append((settings.credentials_dir / CA_FILE).read_bytes())
+        if settings.c2pa_trust_anchors is not None:
+            pems.append(settings.c2pa_trust_anchors.read_bytes())
+        return b"".join(pems).decode() or None
+
+    return Credentials(signer, anchors, version=__version__)
 
 
 def _decoder(settings: Settings) -> Decoder:
@@ -110,7 +165,10 @@ def _decoder(settings: Settings) -> Decoder:
 
 def _registry(settings: Settings, aws: AwsClients | None) -> Registry:
     if aws is not None and settings.records_table:
-        return DynamoRegistry(settings.records_table, aws("dynamodb"))
+        manifests = None
+        if settings.output_bucket:  # stores too large for an item go beside the records
+            manifests = S3Manifests(settings.output_bucket, aws("s3"), settings.bucket_owner)
+        return DynamoRegistry(settings.records_table, aws("dynamodb"), manifests)
     settings.ensure_state_dir()
     return SQLiteRegistry(settings.state_dir / "records.sqlite3")
 

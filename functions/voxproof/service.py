@@ -1,11 +1,15 @@
 """The use cases, as the product sees them. Every entry point (CLI, local server, Lambda
 handlers) calls these and nothing else.
 
-- ``speak``: validate -> synthesize -> mark -> record -> (caller encodes). The provenance
-  record is written before the audio is returned; if the time runs out or the record cannot be
-  written, there is neither audio nor record.
-- ``verify``: decode -> detect -> look up -> report. A registry that cannot be reached does not
-  hide what the mark says: the report lists it under ``unchecked``.
+- ``speak``: validate -> synthesize -> mark -> encode -> sign -> record. The audio comes back
+  encoded (wav, mp3, m4a or flac) with an embedded, signed C2PA manifest naming its record
+  (``voxproof.credentials``); the record and that manifest store are written together before the
+  audio is returned; if the time runs out, signing fails or the record cannot be written, there
+  is neither audio nor record.
+- ``verify``: decode -> detect -> look up -> read credentials -> report. A registry that cannot
+  be reached does not hide what the mark says: the report lists it under ``unchecked``. The
+  file's own manifest is validated, and when it is gone or broken the one stored with the
+  record the mark names is returned (``CredentialsReport``).
 
 No AWS type appears here: the voice, key source and registry come in through the constructor
 (``voxproof.runtime.build_service`` wires them, local or AWS, for every entry point). So does
@@ -36,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from voxproof import audio
+from voxproof.credentials.core import Credentials, CredentialsReport
+from voxproof.credentials.manifest import FORMATS, MIME_TYPES
 from voxproof.deadline import Deadline
 from voxproof.decode_worker import Decoder, InProcessDecoder
 from voxproof.errors import DeadlineExceeded, Unavailable, VoxproofError
@@ -49,9 +55,11 @@ if TYPE_CHECKING:  # the voice stack is imported by whoever loads a voice, never
 
 RECORD_ID_BITS: Final = 40
 _ID_ATTEMPTS: Final = 8  # fresh ids tried when an id is taken (2^-40 odds each, per record held)
-#: Time kept back for marking and recording once the speech is done (marking runs at ~1 % of
-#: real time; a registry write is one request).
+#: Time kept back for marking, encoding, signing and recording once the speech is done (marking
+#: runs at ~1 % of real time, signing takes milliseconds; a registry write is one request).
 MARK_AND_RECORD_MARGIN_S: Final = 0.5
+#: Bit rates of the lossy outputs: high enough that the mark survives its own encoding.
+OUTPUT_BITRATES: Final = {"mp3": 128_000, "m4a": 128_000}
 
 Step = Callable[[str], AbstractContextManager[object]]
 """Opens a named step around a piece of work (e.g. a tracing span); see ``no_step``."""
@@ -64,6 +72,11 @@ def no_step(name: str) -> AbstractContextManager[object]:
 
 class UnknownVoice(VoxproofError):
     code = "unknown_voice"
+    status = 422
+
+
+class UnknownFormat(VoxproofError):
+    code = "unknown_format"
     status = 422
 
 
@@ -100,13 +113,29 @@ class SpeechResult:
     speech: Speech = field(repr=False)
     """The unmarked synthesis' metadata (voice, units, removed characters)."""
 
+    audio: bytes = field(default=b"", repr=False)
+    """The output file: ``format``-encoded, with its signed manifest store embedded."""
+
+    format: str = "wav"
+    """wav, mp3, m4a or flac."""
+
+    manifest_store: bytes | None = field(default=None, repr=False)
+    """The C2PA manifest store embedded in ``audio`` (also stored with the record); None from a
+    service built without credentials (tests of other parts)."""
+
     @property
     def duration_s(self) -> float:
         return len(self.samples) / self.sample_rate
 
+    @property
+    def media_type(self) -> str:
+        return MIME_TYPES[self.format]
+
     def wav(self) -> bytes:
-        """The audio as 16-bit PCM WAV bytes."""
-        return audio.encode(self.samples, self.sample_rate, "wav")
+        """The output file when it is a WAV (16-bit PCM, signed)."""
+        if self.format != "wav":
+            raise ValueError(f"this result is {self.format}, not wav: use .audio")
+        return self.audio
 
 
 #: The record's fields the public verify answer shows: when, which voice and model.
@@ -132,6 +161,9 @@ class VerifyReport:
 
     unchecked: tuple[str, ...] = ()
     """What could not be checked, in words (e.g. the registry was unreachable)."""
+
+    credentials: CredentialsReport | None = None
+    """The file's C2PA manifest and what it proves beside the mark (None: not checked)."""
 
     @property
     def found(self) -> bool:
@@ -170,6 +202,8 @@ class VerifyReport:
             "sample_rate": self.sample_rate,
             "record": record,
             "unchecked": list(self.unchecked),
+            "credentials": None if self.credentials is None
+            else self.credentials.to_dict(public=True),
         }
 
     def detailed_dict(self) -> dict[str, Any]:
@@ -191,6 +225,7 @@ class VerifyReport:
             sample_rate=self.sample_rate,
             record=None if self.record is None else self.record.public_dict(),
             unchecked=list(self.unchecked),
+            credentials=None if self.credentials is None else self.credentials.to_dict(),
         )
         return body
 
@@ -217,11 +252,16 @@ class Service:
     decoder:
         Decodes uploads for ``verify`` (default: in this process; ``build_service`` wires a
         ``DecodeWorker``, which keeps untrusted bytes away from the keys).
+    credentials:
+        Signs every output's C2PA manifest and checks manifests in verify
+        (``build_service`` always wires them; without them, outputs are unsigned and verify
+        does not read manifests: for tests of other parts).
     """
 
     def __init__(self, voice: Voice | Callable[[], Voice], keys: KeySource, registry: Registry,
                  *, max_chars: int, new_record_id: Callable[[], int] | None = None,
-                 step: Step = no_step, decoder: Decoder | None = None) -> None:
+                 step: Step = no_step, decoder: Decoder | None = None,
+                 credentials: Credentials | None = None) -> None:
         self._voice: Voice | None = None if callable(voice) else voice
         self._load_voice: Callable[[], Voice] | None = voice if callable(voice) else None
         self._voice_lock = threading.Lock()
@@ -231,6 +271,7 @@ class Service:
         self._new_record_id = new_record_id or (lambda: secrets.randbits(RECORD_ID_BITS))
         self._step = step
         self.decoder: Decoder = decoder or InProcessDecoder()
+        self.credentials = credentials
 
     @property
     def voice(self) -> Voice:
@@ -254,8 +295,12 @@ class Service:
     # --- speak ------------------------------------------------------------------------------
 
     def speak(self, text: str, caller: Caller, deadline: Deadline, *,
-              voice: str | None = None) -> SpeechResult:
-        """Speak ``text``, mark it, record it; all or nothing within ``deadline``."""
+              voice: str | None = None, fmt: str = "wav") -> SpeechResult:
+        """Speak ``text``, mark it, encode it as ``fmt``, sign it, record it; all or nothing
+        within ``deadline``."""
+        if fmt not in FORMATS:
+            raise UnknownFormat(f"unknown format '{fmt}'; one of {', '.join(FORMATS)}",
+                                formats=list(FORMATS))
         self._check_voice(voice)
         with self._step("keys"):
             keyring = self.keys.keyring()
@@ -265,8 +310,7 @@ class Service:
         if deadline.remaining() < MARK_AND_RECORD_MARGIN_S:
             raise DeadlineExceeded("the time ran out before the audio could be marked and "
                                    "recorded; nothing was kept")
-        marked, record = self._mark_and_record(speech, text, caller, keyring)
-        return SpeechResult(marked, speech.sample_rate, record, speech)
+        return self._mark_and_record(speech, text, caller, keyring, fmt)
 
     def _check_voice(self, voice: str | None) -> None:
         if voice is not None and voice != self.voice.name:
@@ -274,7 +318,7 @@ class Service:
                                voices=[self.voice.name])
 
     def _mark_and_record(self, speech: Speech, text: str, caller: Caller,
-                         keyring: KeyRing) -> tuple[np.ndarray, ProvenanceRecord]:
+                         keyring: KeyRing, fmt: str) -> SpeechResult:
         key = keyring.current
         hashed = text_hash(key, text)
         for _ in range(_ID_ATTEMPTS):
@@ -287,12 +331,22 @@ class Service:
             )
             with self._step("mark"):
                 marked = embed(speech.samples, speech.sample_rate, key, record.record_id)
+            with self._step("encode"):
+                encoded = audio.encode(marked, speech.sample_rate, fmt,
+                                       bitrate=OUTPUT_BITRATES.get(fmt))
+            store = None
+            if self.credentials is not None:
+                with self._step("sign"):
+                    signed = self.credentials.sign(
+                        encoded, fmt, record_id=record.record_id, key_id=record.key_id,
+                        voice=record.voice, model_manifest_sha256=record.model_manifest_sha256)
+                encoded, store = signed.audio, signed.manifest_store
             try:
                 with self._step("store"):
-                    self.registry.put_new(record)
+                    self.registry.put_new(record, store)
             except RecordExists:
                 continue
-            return marked, record
+            return SpeechResult(marked, speech.sample_rate, record, speech, encoded, fmt, store)
         raise Unavailable("no free record id was found; try again")
 
     # --- verify -----------------------------------------------------------------------------
@@ -303,11 +357,13 @@ class Service:
         mark of any accepted key, and look its record up."""
         with self._step("decode"):
             clip = self.decoder.decode(upload, declared=declared, limits=limits)
-        return self.verify_decoded(clip, caller)
+        return self.verify_decoded(clip, caller, upload=upload, declared=declared)
 
     def verify_decoded(self, clip: audio.MonoAudio | audio.DecodedAudio,
-                       caller: Caller) -> VerifyReport:
-        """``verify`` for audio that is already decoded (the report gives its own rate)."""
+                       caller: Caller, *, upload: bytes | None = None,
+                       declared: str | None = None) -> VerifyReport:
+        """``verify`` for audio that is already decoded (the report gives its own rate); the
+        file's manifest is read when its bytes (``upload``) are given."""
         with self._step("keys"):
             accepted = self.keys.keyring().accepted
         with self._step("detect"):
@@ -315,7 +371,37 @@ class Service:
                                    len(accepted))
         with self._step("lookup"):
             record, unchecked = self._look_up(found)
-        return VerifyReport(found, record, clip.duration_s, clip.source_rate, unchecked)
+        credentials = None
+        if self.credentials is not None and upload is not None:
+            with self._step("credentials"):
+                credentials, more = self._read_credentials(upload, declared, found, record)
+            unchecked += more
+        return VerifyReport(found, record, clip.duration_s, clip.source_rate, unchecked,
+                            credentials)
+
+    def _read_credentials(self, upload: bytes, declared: str | None, found: Detection,
+                          record: ProvenanceRecord | None
+                          ) -> tuple[CredentialsReport, tuple[str, ...]]:
+        """The file's manifest, and the one stored with the mark's record when that settles
+        what the file's cannot (only a record whose key matched is trusted for it)."""
+        assert self.credentials is not None
+        credentials = self.credentials
+        embedded = credentials.check_embedded(upload, _c2pa_mime(upload))
+        mark_record = found.record_id if found.found else None
+        unreachable: list[str] = []
+
+        def stored() -> bytes | None:
+            if record is None:
+                return None
+            try:
+                return self.registry.get_manifest(record.record_id)
+            except Unavailable:
+                unreachable.append(_MANIFEST_UNREACHABLE)
+                return None
+
+        report = CredentialsReport.assess(embedded, mark_record, stored,
+                                          credentials.check_stored)
+        return report, tuple(unreachable)
 
     def _look_up(self, found: Detection) -> tuple[ProvenanceRecord | None, tuple[str, ...]]:
         if not found.found or found.record_id is None:
@@ -335,6 +421,18 @@ _UNREACHABLE: Final = "the provenance registry could not be reached: the record 
 _NO_RECORD: Final = ("no record with this id in this registry: the mark and its key are genuine, "
                      "but the record lives elsewhere or was lost")
 _OTHER_KEY: Final = "the registry's record names another key than the one that matched"
+_MANIFEST_UNREACHABLE: Final = "the manifest stored with the record could not be read"
+
+
+def _c2pa_mime(upload: bytes) -> str | None:
+    """The MIME type c2pa reads the upload as (the sniffed family's), or None for a container
+    that carries no C2PA manifest (Ogg, raw AAC)."""
+    try:
+        family = audio.sniff(upload)
+    except VoxproofError:
+        return None
+    return {"wav": "audio/wav", "mp3": "audio/mpeg", "mp4": "audio/mp4",
+            "flac": "audio/flac"}.get(family)
 
 
 def with_key_bound(found: Detection, keys: int) -> Detection:

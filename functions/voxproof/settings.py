@@ -138,6 +138,25 @@ class Settings(BaseSettings):
     decode_worker_cpu_s: int = Field(default=30, ge=1)
     """CPU seconds the decode worker may use per upload (RLIMIT_CPU)."""
 
+    # --- Content Credentials (C2PA) ---------------------------------------------------------
+    c2pa_kms_key_id: str | None = None
+    """An AWS KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs every output's manifest (the
+    speaking functions); unset: the local key in ``<state_dir>/c2pa``."""
+
+    c2pa_chain_secret_id: str | None = None
+    """Secrets Manager secret holding the KMS key's certificate chain (PEM, signing
+    certificate first)."""
+
+    c2pa_chain_parameter: str | None = None
+    """...or an SSM parameter holding it (used when no secret is named)."""
+
+    c2pa_trust_anchors: Path | None = None
+    """A PEM file of further CA certificates verify trusts when it checks a manifest."""
+
+    c2pa_trust_own_ca: bool = True
+    """Trust the CA of this deployment's own signing certificate (the local CA, or the root of
+    the KMS key's chain). Off: only ``c2pa_trust_anchors`` are trusted."""
+
     @field_validator("auditor_principals", mode="before")
     @classmethod
     def _split_principals(cls, value: object) -> object:
@@ -150,6 +169,11 @@ class Settings(BaseSettings):
         if self.key_file is None:
             self.key_file = self.state_dir / "watermark.key"
         return self
+
+    @property
+    def credentials_dir(self) -> Path:
+        """The local C2PA signing identity: CA, signing certificate, key (mode 0600)."""
+        return self.state_dir / "c2pa"
 
     @property
     def wheel_cache_dir(self) -> Path:

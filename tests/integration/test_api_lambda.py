@@ -218,7 +218,7 @@ def test_xray_subsegments_name_every_step(runtime, xray):
     call(runtime, api_gateway_event("POST", "/v1/verify", {"audio_base64": wav}),
          trace_id=verify_trace)
 
-    speech_steps = {"validate", "keys", "synthesize", "mark", "store"}
+    speech_steps = {"validate", "keys", "synthesize", "mark", "encode", "sign", "store"}
     seen = xray.wait_for(trace_root(speech_trace), speech_steps)
     assert speech_steps <= seen, seen
     assert {"## handler", "dynamodb"} <= seen  # Powertools' handler; boto3, patched

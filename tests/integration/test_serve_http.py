@@ -39,6 +39,7 @@ class Server:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port
+        self.state: Path | None = None
 
     def request(self, method: str, path: str, body: bytes | dict | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -93,7 +94,9 @@ def server(moto_endpoint: str, input_bucket: str,
                              cwd=state, env=env)
     try:
         url = _wait_for_url(process)
-        yield Server(url)
+        served = Server(url)
+        served.state = state  # the local CA is made here on the first speech
+        yield served
     finally:
         process.stop()
 
@@ -170,6 +173,64 @@ def test_the_record_survives_an_mp3_64k_round_trip(server, tmp_path):
     assert status == 200
     assert report["verdict"] == "recorded"
     assert report["record_id"] == headers["X-Voxproof-Record-Id"]
+    # ffmpeg dropped the manifest; the mark leads to the one kept with the record.
+    creds = report["credentials"]
+    assert creds["status"] == "recovered" and creds["source"] == "registry"
+    assert creds["stored"]["state"] == "trusted"
+    assert creds["stored"]["record_id"] == headers["X-Voxproof-Record-Id"]
+
+
+# --- formats and Content Credentials -------------------------------------------------------------
+
+
+def _c2pa_state(data: bytes, mime: str, anchors: str | None = None) -> str:
+    import io
+
+    import c2pa
+
+    if anchors is None:
+        return c2pa.Reader(mime, io.BytesIO(data)).get_validation_state()
+    context = c2pa.Context(c2pa.Settings.from_dict(
+        {"verify": {"verify_trust": True}, "trust": {"trust_anchors": anchors}}))
+    return c2pa.Reader(mime, io.BytesIO(data), context=context).get_validation_state()
+
+
+@pytest.mark.parametrize(("fmt", "mime", "family"), [
+    ("mp3", "audio/mpeg", "mp3"), ("m4a", "audio/mp4", "mp4"), ("flac", "audio/flac", "flac"),
+    ("wav", "audio/wav", "wav")])
+def test_speech_in_each_format_is_signed_and_verifies(server, fmt, mime, family):
+    status, speech = server.json("POST", "/v1/speech", {"text": MP3_TEXT, "format": fmt})
+    assert status == 200 and speech["format"] == fmt and speech["manifest_bytes"] > 1000
+    data = base64.b64decode(speech["audio_base64"])
+    assert audio.decode(data).family == family
+    assert _c2pa_state(data, mime) == "Valid"  # c2pa's default trust list lacks our local CA
+    ca = (server.state / "c2pa" / "ca.pem").read_text()
+    assert _c2pa_state(data, mime, ca) == "Trusted"
+    status, report = server.json("POST", "/v1/verify", data, {"Content-Type": mime})
+    assert status == 200 and report["record_id"] == speech["record_id"]
+    from voxproof.handlers.api_models import VerifyPublicResponse
+
+    VerifyPublicResponse.model_validate(report)
+    creds = report["credentials"]
+    assert creds["status"] == "manifest_and_mark" and creds["validation"] == "trusted"
+    assert creds["embedded"]["record_id"] == speech["record_id"]
+    assert "provenance" not in creds["embedded"]  # the key id is for auditors
+
+
+def test_accept_picks_the_audio_format_and_format_must_agree(server):
+    status, headers, body = server.request("POST", "/v1/speech", {"text": SHORT},
+                                           {"Accept": "audio/flac"})
+    assert status == 200 and headers["Content-Type"] == "audio/flac"
+    assert audio.decode(body).family == "flac"  # c2pa puts the manifest in an ID3 tag first
+    assert _c2pa_state(body, "audio/flac") == "Valid"
+    status, headers, body = server.request("POST", "/v1/speech", {"text": SHORT, "format": "mp3"},
+                                           {"Accept": "audio/mpeg"})
+    assert status == 200 and headers["Content-Type"] == "audio/mpeg"
+    status, error = server.json("POST", "/v1/speech", {"text": SHORT, "format": "mp3"},
+                                {"Accept": "audio/wav"})
+    assert status == 406 and error["error"]["code"] == "not_acceptable"
+    status, error = server.json("POST", "/v1/speech", {"text": SHORT, "format": "ogg"})
+    assert status == 422
 
 
 def test_openapi_document_is_valid_and_describes_the_routes(server):
@@ -207,7 +268,7 @@ ERRORS = [
      "request_invalid"),
     ("speech-no-text", "POST", SPEECH, JSON, {}, 422, "request_invalid"),
     ("speech-text-not-string", "POST", SPEECH, JSON, {"text": 5}, 422, "request_invalid"),
-    ("speech-format-mp3", "POST", SPEECH, JSON, {"text": "Hi.", "format": "mp3"}, 422,
+    ("speech-format-ogg", "POST", SPEECH, JSON, {"text": "Hi.", "format": "ogg"}, 422,
      "request_invalid"),
     ("speech-voice-pattern", "POST", SPEECH, JSON, {"text": "Hi.", "voice": "../x"}, 422,
      "request_invalid"),
@@ -293,3 +354,55 @@ def test_a_request_for_another_host_is_refused_dns_rebinding(server):
 def test_the_server_still_answers_after_the_errors(server):
     status, health = server.json("GET", "/v1/health")
     assert status == 200 and health["status"] == "ok"
+
+
+# --- the C2PA Soft Binding Resolution API -------------------------------------------------------
+
+
+def test_soft_binding_resolution_finds_the_manifest_by_binding_and_by_content(server, tmp_path):
+    import io
+    from urllib.parse import quote
+
+    import c2pa
+    from voxproof.credentials.manifest import ALGORITHM, binding_value
+
+    status, speech = server.json("POST", "/v1/speech", {"text": MP3_TEXT})
+    assert status == 200
+    wav = base64.b64decode(speech["audio_base64"])
+    label = c2pa.Reader("audio/wav", io.BytesIO(wav)).get_active_manifest()["label"]
+    status, algs = server.json("GET", "/v1/c2pa/services/supportedAlgorithms")
+    assert status == 200 and algs == {"watermarks": [{"alg": ALGORITHM}], "fingerprints": []}
+
+    binding = binding_value(int(speech["record_id"], 16))
+    value = quote(binding, safe="")
+    status, found = server.json("GET", f"/v1/c2pa/matches/byBinding?alg={ALGORITHM}&value={value}")
+    assert status == 200 and found == {"matches": [{"manifestId": label, "similarityScore": 100}]}
+    status, posted = server.json("POST", "/v1/c2pa/matches/byBinding",
+                                 {"alg": ALGORITHM, "value": binding})
+    assert status == 200 and posted == found
+    status, other = server.json("GET", f"/v1/c2pa/matches/byBinding?alg=com.example.x&value={value}")
+    assert status == 200 and other == {"matches": []}
+    status, error = server.json("GET", f"/v1/c2pa/matches/byBinding?alg={ALGORITHM}&value=AAAA")
+    assert status == 400 and error["error"]["code"] == "invalid_binding"
+
+    # By content: a stripped, re-encoded copy still finds its manifest through the mark.
+    (tmp_path / "s.wav").write_bytes(wav)
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(tmp_path / "s.wav"),
+                    "-map_metadata", "-1", "-b:a", "64k", str(tmp_path / "s.mp3")], check=True)
+    status, by_content = server.json("POST", "/v1/c2pa/matches/byContent",
+                                     (tmp_path / "s.mp3").read_bytes(),
+                                     {"Content-Type": "audio/mpeg"})
+    assert status == 200 and by_content == found
+    status, none = server.json("POST", "/v1/c2pa/matches/byContent", wav_of(3.0),
+                               {"Content-Type": "audio/wav"})
+    assert status == 200 and none == {"matches": []}
+
+    status, headers, store = server.request("GET", f"/v1/c2pa/manifests/{quote(label)}")
+    assert status == 200 and headers["Content-Type"] == "application/c2pa"
+    reader = c2pa.Reader("application/c2pa", io.BytesIO(store))
+    assert reader.get_active_manifest()["label"] == label
+    forged = label[:-12] + "0" * 12  # the same form, another record id
+    status, error = server.json("GET", f"/v1/c2pa/manifests/{quote(forged)}")
+    assert status == 404 and error["error"]["code"] == "not_found"
+    status, error = server.json("GET", "/v1/c2pa/manifests/not-a-manifest")
+    assert status == 400 and error["error"]["code"] == "invalid_binding"

@@ -48,10 +48,11 @@ class ResultStore:
         self.bucket = bucket
         self._owner: dict[str, str] = {"ExpectedBucketOwner": owner} if owner else {}
 
-    def put_audio(self, keys: ResultKeys, wav: bytes, *, job_id: str, record_id: str) -> str | None:
-        """Write the WAV; returns its version id (None in an unversioned bucket)."""
+    def put_audio(self, keys: ResultKeys, wav: bytes, *, job_id: str, record_id: str,
+                  content_type: str = "audio/wav") -> str | None:
+        """Write the audio; returns its version id (None in an unversioned bucket)."""
         out = self._call(self._s3.put_object, Bucket=self.bucket, Key=keys.audio, Body=wav,
-                         ContentType="audio/wav",
+                         ContentType=content_type,
                          Metadata={"job-id": job_id, "record-id": record_id}, **self._owner)
         return out.get("VersionId")
 

@@ -1,8 +1,9 @@
 """What a batch job is, where its results go, and what a job file holds. Pure: no I/O, no AWS.
 
-A job is ``{"job_id", "text", "voice"?, "output_key"?}``: an SQS message body, or one line of a
-``jobs/*.jsonl`` file. Its results are ``batch/[<output_key>/]<job_id>.wav``, ``.json`` (the done
-marker) and ``.error.json`` (a permanent failure). Parsing never echoes a value: errors name the
+A job is ``{"job_id", "text", "voice"?, "output_key"?, "format"?}``: an SQS message body, or one
+line of a ``jobs/*.jsonl`` file. Its results are ``batch/[<output_key>/]<job_id>.<format>`` (wav
+by default; mp3, m4a, flac), ``.json`` (the done marker) and ``.error.json`` (a permanent
+failure). Parsing never echoes a value: errors name the
 field and the problem, and every line of a job file is either accepted or rejected with its
 number.
 
@@ -105,6 +106,13 @@ class Job(BaseModel):
     output_key: OutputKey | None = None
     """A folder under ``batch/`` for the results (``batch/<output_key>/<job_id>.*``)."""
 
+    format: Literal["wav", "mp3", "m4a", "flac"] | None = None
+    """The audio format (WAV when absent); every one carries a signed C2PA manifest."""
+
+    @property
+    def audio_format(self) -> str:
+        return self.format or "wav"
+
 
 class _Address(BaseModel):
     """Just where a job's results go: read from a job that is otherwise invalid."""
@@ -153,7 +161,10 @@ def _invalid(exc: ValidationError) -> JobInvalid:
 def job_fingerprint(key: WatermarkKey, job: Job) -> str:
     """HMAC-SHA256 of the job's content (text, voice, output_key) under a key derived from
     ``key``: equal for the same job, different for any change, unreadable without the key."""
-    content = json.dumps([job.text, job.voice, job.output_key], ensure_ascii=False)
+    fields = [job.text, job.voice, job.output_key]
+    if job.audio_format != "wav":  # WAV jobs (as before formats existed) keep their fingerprint
+        fields.append(job.audio_format)
+    content = json.dumps(fields, ensure_ascii=False)
     return hmac.new(key.mac(_FINGERPRINT_LABEL), content.encode("utf-8", "surrogatepass"),
                     hashlib.sha256).hexdigest()
 
@@ -166,16 +177,17 @@ class ResultKeys:
     """The output-bucket keys of one job's results."""
 
     audio: str
-    """``batch/[<output_key>/]<job_id>.wav``"""
+    """``batch/[<output_key>/]<job_id>.<format>`` (``.wav`` by default)"""
     result: str
     """``batch/[<output_key>/]<job_id>.json``: the done marker, written last."""
     error: str
     """``batch/[<output_key>/]<job_id>.error.json``: a permanent failure."""
 
     @classmethod
-    def for_job(cls, job_id: str, output_key: str | None = None) -> ResultKeys:
+    def for_job(cls, job_id: str, output_key: str | None = None,
+                fmt: str = "wav") -> ResultKeys:
         stem = f"{RESULT_PREFIX}{output_key + '/' if output_key else ''}{job_id}"
-        return cls(f"{stem}.wav", f"{stem}.json", f"{stem}.error.json")
+        return cls(f"{stem}.{fmt}", f"{stem}.json", f"{stem}.error.json")
 
 
 class JobResult(BaseModel):
@@ -196,6 +208,10 @@ class JobResult(BaseModel):
     sample_rate: int
     record: dict[str, Any]
     """The public provenance record (keyed text hash, never the text)."""
+    format: str = "wav"
+    """The audio's format."""
+    manifest_bytes: int | None = None
+    """Size of the C2PA manifest store embedded in the audio (also kept with the record)."""
 
 
 # --- job files ------------------------------------------------------------------------------------

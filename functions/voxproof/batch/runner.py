@@ -1,7 +1,8 @@
 """Running batch jobs: speak, record, store, once per job id.
 
-Running a job speaks its text through the service (which writes the provenance record), then
-writes the WAV and, last, the done marker ``<job_id>.json``. An S3 PUT is atomic, so a reader
+Running a job speaks its text through the service (which signs the audio's C2PA manifest and
+writes the provenance record with it), then writes the audio (``<job_id>.<format>``) and, last,
+the done marker ``<job_id>.json``. An S3 PUT is atomic, so a reader
 that waits for the marker never sees half a result, and the marker's sha256 names the exact
 audio it vouches for (a WAV without its marker is a job that has not finished; the retry
 overwrites it).
@@ -50,16 +51,18 @@ def run_job(service: Service, job: Job, caller: Caller, deadline: Deadline,
 
     Not idempotent by itself: ``JobRunner`` makes it once per job id.
     """
-    speech = service.speak(job.text, caller, deadline, voice=job.voice)
-    keys = ResultKeys.for_job(job.job_id, job.output_key)
-    wav = speech.wav()
+    speech = service.speak(job.text, caller, deadline, voice=job.voice, fmt=job.audio_format)
+    keys = ResultKeys.for_job(job.job_id, job.output_key, speech.format)
+    wav = speech.audio
     record_id = speech.record.record_id_hex
-    version = store.put_audio(keys, wav, job_id=job.job_id, record_id=record_id)
+    version = store.put_audio(keys, wav, job_id=job.job_id, record_id=record_id,
+                              content_type=speech.media_type)
     result = JobResult(
         job_id=job.job_id, record_id=record_id, audio_key=keys.audio, audio_version_id=version,
         audio_sha256=hashlib.sha256(wav).hexdigest(), audio_bytes=len(wav),
         duration_s=round(speech.duration_s, 3), sample_rate=speech.sample_rate,
-        record=speech.record.public_dict(),
+        record=speech.record.public_dict(), format=speech.format,
+        manifest_bytes=None if speech.manifest_store is None else len(speech.manifest_store),
     )
     store.put_result(keys, result)
     store.clear_error(keys)

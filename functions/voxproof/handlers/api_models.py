@@ -83,8 +83,10 @@ def speech_request_model(max_chars: int) -> type[BaseModel]:
         voice: str | None = Field(default=None, pattern=VOICE_PATTERN)
         """The voice to speak with; the deployment's only voice if omitted."""
 
-        format: Literal["wav"] = "wav"
-        """The audio format: 16-bit PCM WAV (the only one)."""
+        format: Literal["wav", "mp3", "m4a", "flac"] = "wav"
+        """The audio format: 16-bit PCM WAV (the default), MP3, M4A (AAC) or FLAC; every one
+        carries a signed C2PA manifest. Without it, an ``Accept`` that prefers one of their
+        audio types picks it."""
 
     return SpeechRequest
 
@@ -130,9 +132,12 @@ class SpeechResponse(_Response):
     model_manifest_sha256: str
     duration_s: float
     sample_rate: int
-    format: Literal["wav"]
+    format: Literal["wav", "mp3", "m4a", "flac"]
     audio_base64: str | None = None
-    """The WAV file, base64-encoded: when it fits the response (see ``audio_url``)."""
+    """The audio file (with its C2PA manifest), base64-encoded: when it fits the response (see
+    ``audio_url``)."""
+    manifest_bytes: int | None = None
+    """Size of the C2PA manifest store embedded in the file (also kept with the record)."""
     audio_url: str | None = None
     """A presigned GET URL in the output bucket, for audio too large to return inline."""
     audio_url_expires_s: int | None = None
@@ -169,6 +174,44 @@ class PublicRecord(_Response):
     duration_s: float
 
 
+class ManifestCheck(_Response):
+    """One C2PA manifest store's validation."""
+
+    state: Literal["trusted", "valid_untrusted", "invalid", "absent"]
+    """``trusted``: valid, signed by a certificate that chains to a configured trust anchor;
+    ``valid_untrusted``: valid, signer not trusted here; ``invalid``: fails validation;
+    ``absent``: the file carries none."""
+    failures: list[str]
+    """C2PA's own status codes of what failed (e.g. ``assertion.dataHash.mismatch``,
+    ``signingCredential.untrusted``)."""
+    manifest_label: str | None
+    record_id: str | None
+    """The record its ``c2pa.soft-binding`` assertion names (10 hex digits)."""
+    digital_source_type: str | None
+    software_agent: dict[str, Any] | None
+    signer: dict[str, Any] | None
+    provenance: dict[str, Any] | None = None
+    """voxproof's assertion (record, key id, voice, model): detailed answer only."""
+
+
+class CredentialsBody(_Response):
+    """The file's Content Credentials (C2PA) beside the mark: which of the cases this is."""
+
+    status: Literal["manifest_and_mark", "recovered", "manifest_invalid", "none",
+                    "manifest_only", "mark_only", "mismatch"]
+    """``manifest_and_mark``: a valid embedded manifest names the record the mark names;
+    ``recovered``: no manifest in the file, the one stored with the mark's record is returned
+    (proves origin, not that these bytes are the signed ones); ``manifest_invalid``: the
+    embedded manifest fails (edited after signing) while the mark names a record; ``none``:
+    neither; ``manifest_only``, ``mark_only``, ``mismatch``: the rarer combinations."""
+    validation: Literal["trusted", "valid_untrusted", "invalid"] | None
+    """Of the embedded manifest, else of the stored one."""
+    source: Literal["embedded", "registry"] | None
+    summary: str
+    embedded: ManifestCheck | None
+    stored: ManifestCheck | None
+
+
 class VerifyPublicResponse(_Response):
     """``POST /v1/verify``: a verdict, not a measurement (no scores, segments or caller: the
     detailed answer is for auditors, ``POST /v1/verify/detailed``)."""
@@ -190,6 +233,8 @@ class VerifyPublicResponse(_Response):
     record: PublicRecord | None
     unchecked: list[str]
     """What could not be checked, in words (e.g. the registry was unreachable)."""
+    credentials: CredentialsBody | None = None
+    """The file's C2PA manifest and what it proves beside the mark."""
 
 
 class VerifyResponse(_Response):
@@ -220,6 +265,8 @@ class VerifyResponse(_Response):
     """As in the public answer (absent from ``voxproof verify --json``)."""
     confidence_level: Literal["high", "none"] | None = None
     """As in the public answer (absent from ``voxproof verify --json``)."""
+    credentials: CredentialsBody | None = None
+    """As in the public answer, with voxproof's own assertion."""
 
 
 class HealthResponse(_Response):

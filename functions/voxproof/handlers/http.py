@@ -3,8 +3,8 @@
 - who calls (``caller_identity``): the API key's *id*, else the IAM principal, else the source
   address's network (IPv4 /24, IPv6 /48: enough to tell callers apart, not a person's address);
   never the API key itself;
-- what they accept (``wants_wav``: werkzeug's ``Accept`` negotiation) and send (``media_type``,
-  ``body_bytes``);
+- what they accept (``wants_wav``, ``wanted_audio``: werkzeug's ``Accept`` negotiation) and
+  send (``media_type``, ``body_bytes``);
 - how big a body may be before anything parses it (``body_size``);
 - proxy responses built outside the resolver (``proxy_response``), in the same shape as
   Powertools' own (``multiValueHeaders``).
@@ -12,6 +12,10 @@
 Example:
     >>> wants_wav("audio/wav"), wants_wav("application/json, audio/*;q=0.5"), wants_wav(None)
     (True, False, False)
+    >>> wanted_audio("audio/mpeg"), wanted_audio("audio/flac;q=0.9, application/json;q=0.5")
+    ('mp3', 'flac')
+    >>> wanted_audio("*/*"), wanted_audio(None)
+    (None, None)
     >>> caller_identity({"identity": {"sourceIp": "203.0.113.77"}})
     'ip:203.0.113.0/24'
 """
@@ -31,8 +35,16 @@ from werkzeug.http import parse_accept_header, parse_options_header
 from voxproof.errors import MalformedRequest, VoxproofError
 
 WAV_TYPES: Final = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"})
+#: The audio types speech answers with, and the format each names.
+AUDIO_FORMATS: Final[dict[str, str]] = {
+    **{t: "wav" for t in sorted(WAV_TYPES)},
+    "audio/mpeg": "mp3", "audio/mp3": "mp3",
+    "audio/mp4": "m4a", "audio/m4a": "m4a", "audio/x-m4a": "m4a", "audio/aac": "m4a",
+    "audio/flac": "flac", "audio/x-flac": "flac",
+}
 #: What speech answers with, JSON first: it wins ties (``*/*``, equal q-values).
 _SPEECH_TYPES: Final = ("application/json", *sorted(WAV_TYPES))
+_SPEECH_ANY_TYPES: Final = ("application/json", *AUDIO_FORMATS)
 _IDENTITY_MAX: Final = 200
 
 
@@ -77,6 +89,12 @@ def wants_wav(accept: str | None) -> bool:
     """True when ``Accept`` prefers WAV audio to JSON (by q-value; ties go to JSON)."""
     offered = parse_accept_header(accept, MIMEAccept)
     return offered.best_match(_SPEECH_TYPES) in WAV_TYPES
+
+
+def wanted_audio(accept: str | None) -> str | None:
+    """The audio format ``Accept`` prefers to JSON (wav, mp3, m4a, flac), or None for JSON."""
+    offered = parse_accept_header(accept, MIMEAccept)
+    return AUDIO_FORMATS.get(offered.best_match(_SPEECH_ANY_TYPES) or "")
 
 
 def body_size(event: Mapping[str, Any]) -> int:

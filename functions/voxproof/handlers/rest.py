@@ -3,7 +3,8 @@
 Routes (Powertools' ``APIGatewayRestResolver`` with request validation, one ``Router`` per
 concern in ``voxproof.handlers.routes``; the OpenAPI document is generated from ``api_models``):
 ``POST /v1/speech``, ``POST /v1/verify`` (the public answer), ``POST /v1/verify/detailed`` (the
-auditors' answer), ``GET /v1/health`` and ``GET /v1/openapi.json``.
+auditors' answer), the C2PA Soft Binding Resolution API under ``/v1/c2pa/``, ``GET /v1/health``
+and ``GET /v1/openapi.json``.
 
 ``make_handler(runtime)`` is the Lambda handler for one runtime: ``voxproof.handlers.api`` makes
 the container's, tests make their own. Before each request it puts the runtime and the
@@ -18,7 +19,8 @@ the wrong method 405, a body over the route's limit 413 before it is parsed, any
 message in the answer).
 
 Observability: JSON logs with the request and correlation ids (never the text, never a key);
-X-Ray subsegments validate, keys, synthesize, mark, store, upload / decode, detect, lookup;
+X-Ray subsegments validate, keys, synthesize, mark, encode, sign, store, upload / decode, detect,
+lookup, credentials;
 EMF metrics (ApiRequests, SpeechRequests, AudioSeconds, VerifyRequests, VerifyFound, ApiErrors)
 flushed per invocation.
 """
@@ -58,7 +60,7 @@ from voxproof.errors import (
 from voxproof.handlers import http
 from voxproof.handlers.api_models import VerifyJsonRequest
 from voxproof.handlers.common import lambda_runtime, logger, metrics, tracer
-from voxproof.handlers.routes import health, speech, verify
+from voxproof.handlers.routes import c2pa, health, speech, verify
 from voxproof.handlers.routes.base import JSON_TYPE
 from voxproof.runtime import AwsClients, Runtime
 from voxproof.settings import Settings
@@ -70,12 +72,18 @@ ROUTES: Final = {
     "/v1/verify/detailed": ("POST",),
     "/v1/health": ("GET",),
     "/v1/openapi.json": ("GET",),
+    "/v1/c2pa/matches/byBinding": ("GET", "POST"),
+    "/v1/c2pa/matches/byContent": ("POST",),
+    "/v1/c2pa/manifests/{manifestId}": ("GET",),
+    "/v1/c2pa/services/supportedAlgorithms": ("GET",),
 }
 #: Largest body per route, refused before parsing. Speech: 1,000 characters at 12 bytes each
 #: (a JSON escape per UTF-16 unit) is 12 KB. Verify: the largest audio accepted, base64-encoded,
 #: plus room for a JSON wrapper (the binary body is counted decoded).
 SPEECH_BODY_MAX_BYTES: Final = 64 * 1024
 VERIFY_PATHS: Final = ("/v1/verify", "/v1/verify/detailed")
+#: Routes that take audio as the body, verify's limit (the Soft Binding API's byContent too).
+AUDIO_BODY_PATHS: Final = (*VERIFY_PATHS, "/v1/c2pa/matches/byContent")
 VERIFY_BODY_MAX_BYTES: Final = (DEFAULT_LIMITS.max_bytes + 2) // 3 * 4 + 64 * 1024
 #: Strict base64 with padding (``base64.b64decode(..., validate=True)`` accepts exactly this).
 BASE64_PATTERN: Final = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -123,6 +131,7 @@ def make_app(settings: Settings) -> APIGatewayRestResolver:
     app = APIGatewayRestResolver(enable_validation=True)
     app.include_router(speech.router(settings.max_text_chars_sync))
     app.include_router(verify.router())
+    app.include_router(c2pa.router())
     app.include_router(health.router())
     document = cache(lambda: openapi_document(app, s3_keys=bool(settings.input_bucket)))
 
@@ -157,6 +166,11 @@ def openapi_document(app: APIGatewayRestResolver, *, s3_keys: bool = True) -> di
                 "application/octet-stream": {"schema": upload},
             },
         }
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    doc["paths"]["/v1/c2pa/matches/byContent"]["post"]["requestBody"] = {
+        "required": True, "content": {"audio/*": binary, "application/octet-stream": binary}}
+    doc["paths"]["/v1/c2pa/matches/byBinding"]["post"]["requestBody"] = {
+        "required": True, "content": {JSON_TYPE: {"schema": c2pa.SoftBindingQuery.model_json_schema()}}}
     return doc
 
 
@@ -202,7 +216,7 @@ def _check_request(event: dict[str, Any]) -> None:
     """What is refused before anything parses the body: its size, and speech that is not JSON
     (Powertools would read a form body; curl sends one unless told otherwise)."""
     path = event.get("path")
-    limit = VERIFY_BODY_MAX_BYTES if path in VERIFY_PATHS else SPEECH_BODY_MAX_BYTES
+    limit = VERIFY_BODY_MAX_BYTES if path in AUDIO_BODY_PATHS else SPEECH_BODY_MAX_BYTES
     size = http.body_size(event)
     if size > limit:
         raise RequestTooLarge(f"the body is {size} bytes; this route accepts at most {limit}",

@@ -57,12 +57,14 @@ class OutputBucket(_Bucket):
         super().__init__(bucket, client, owner=owner)
         self.url_ttl_s = url_ttl_s
 
-    def put_speech(self, record_id_hex: str, wav: bytes) -> str:
-        """Store the WAV; returns a presigned URL that fetches it for ``url_ttl_s`` seconds."""
-        key = f"{SPEECH_PREFIX}{record_id_hex}.wav"
+    def put_speech(self, record_id_hex: str, wav: bytes, fmt: str = "wav",
+                   content_type: str = "audio/wav") -> str:
+        """Store the audio; returns a presigned URL that fetches it for ``url_ttl_s`` seconds."""
+        key = f"{SPEECH_PREFIX}{record_id_hex}.{fmt}"
         try:
             self._client.put_object(Bucket=self._bucket, Key=key, Body=wav,
-                                    ContentType="audio/wav", Metadata={"record-id": record_id_hex},
+                                    ContentType=content_type,
+                                    Metadata={"record-id": record_id_hex},
                                     **self._owner)
             return self._client.generate_presigned_url(
                 "get_object", Params={"Bucket": self._bucket, "Key": key},

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pickletools
 import threading
@@ -28,12 +29,13 @@ from typing import Any, Final
 
 import numpy as np
 
-from voxproof.errors import CheckpointInvalid, EngineMismatch, UnsafeCheckpoint
+from voxproof.errors import CheckpointInvalid, EngineMismatch, ExtraNotInstalled, UnsafeCheckpoint
 from voxproof.voice.inputs import MAX_IDS, LayerEngine, check_ids, resolve_scales
 from voxproof.voice.layer import VerifiedLayer
 from voxproof.voice.manifest import Manifest
 
-__all__ = ["MAX_IDS", "VitsEngine", "load_engine", "load_weights", "scan_checkpoint"]
+__all__ = ["MAX_IDS", "VitsEngine", "load_engine", "load_weights", "require_torch_extra",
+           "scan_checkpoint"]
 MAX_PICKLE_BYTES: Final = 16 << 20
 """Largest checkpoint pickle scanned (ours is about 80 kB; tensors live outside it)."""
 
@@ -134,6 +136,7 @@ def load_engine(layer: VerifiedLayer, *, threads: int = 0) -> VitsEngine:
     threads:
         Torch intra-op threads; 0 means one per CPU this process may use.
     """
+    require_torch_extra()
     start = time.perf_counter()
     check_engine(layer.manifest)
     n_threads = _set_threads(threads)
@@ -145,6 +148,19 @@ def load_engine(layer: VerifiedLayer, *, threads: int = 0) -> VitsEngine:
 
 
 # --- steps ---------------------------------------------------------------------------------------
+
+
+def require_torch_extra() -> None:
+    """Refuse, before any import, when torch or coqui-tts is missing (the image has neither).
+
+    Raises ``ExtraNotInstalled`` naming the ``[torch]`` extra; the ONNX engine needs neither.
+    """
+    missing = [name for name in ("torch", "TTS") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ExtraNotInstalled(
+            f"the torch engine (VOXPROOF_ENGINE=torch, --engine torch) needs the [torch] extra "
+            f"({' and '.join(missing)} not installed): pip install 'voxproof[torch]'; the default "
+            f"engine (onnx) needs neither", extra="torch")
 
 
 def check_engine(manifest: Manifest) -> None:

@@ -10,11 +10,10 @@ from math import gcd
 from typing import Final
 
 import numpy as np
-import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import resample_poly
 
 from voxproof.errors import AudioError, UnsupportedAudio
+from voxproof.resample import resample_poly
 from voxproof.watermark.pattern import BANDS
 
 RATE: Final = 8000
@@ -86,7 +85,7 @@ def power(x8: np.ndarray) -> np.ndarray:
     frames = sliding_window_view(padded, FRAME)[: HOP * n : HOP]
     out = np.empty((n, FRAME // 2 + 1))
     for start in range(0, n, POWER_BLOCK_FRAMES):
-        spec = scipy.fft.rfft(frames[start : start + POWER_BLOCK_FRAMES] * _WINDOW, axis=1)
+        spec = np.fft.rfft(frames[start : start + POWER_BLOCK_FRAMES] * _WINDOW, axis=1)
         np.add(spec.real**2, spec.imag**2, out=out[start : start + POWER_BLOCK_FRAMES])
     return out
 

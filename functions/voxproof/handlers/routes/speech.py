@@ -1,10 +1,14 @@
-"""``POST /v1/speech``: text in (JSON), marked audio out, as WAV or JSON.
+"""``POST /v1/speech``: text in (JSON), marked and signed audio out, as audio or JSON.
 
-With ``Accept: audio/wav`` the answer is the WAV itself (``X-Voxproof-*`` headers name the
-record); otherwise JSON ``{record_id, key_id, voice, model_manifest_sha256, duration_s,
-sample_rate, format, audio_base64}``. A WAV larger than ``inline_audio_max_bytes`` is stored
+The format is the body's ``format`` (wav, mp3, m4a, flac), else the audio type ``Accept``
+prefers, else WAV; every file carries a signed C2PA manifest naming its record. With an
+``Accept`` that prefers an audio type (``audio/wav``, ``audio/mpeg``, ``audio/mp4``,
+``audio/flac``) the answer is the file itself (``X-Voxproof-*`` headers name the record);
+otherwise JSON ``{record_id, key_id, voice, model_manifest_sha256, duration_s, sample_rate,
+format, manifest_bytes, audio_base64}``. A file larger than ``inline_audio_max_bytes`` is stored
 under ``speech/`` in the output bucket and answered with ``audio_url`` (presigned GET) instead;
-a caller that asked for ``audio/wav`` then gets ``303 See Other`` to that URL with the same JSON.
+a caller that asked for audio then gets ``303 See Other`` to that URL with the same JSON. A
+``format`` that contradicts the audio type ``Accept`` asks for is a 406.
 """
 
 # No ``from __future__ import annotations`` here: Powertools reads the speech route's request
@@ -17,7 +21,8 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.metrics import MetricUnit
 
-from voxproof.errors import Unavailable
+from voxproof.credentials.manifest import MIME_TYPES
+from voxproof.errors import NotAcceptable, Unavailable
 from voxproof.handlers import http
 from voxproof.handlers.api_models import SpeechResponse, speech_request_model
 from voxproof.handlers.common import logger, metrics, trace_step
@@ -48,10 +53,12 @@ def router(max_chars: int) -> Router:
         "/v1/speech",
         summary="Speak text; the audio carries a watermark naming its provenance record",
         responses={
-            200: {"description": "The marked audio (WAV, or JSON with audio_base64 or audio_url)",
+            200: {"description": "The marked, signed audio (the file, or JSON with "
+                                 "audio_base64 or audio_url)",
                   "content": {JSON_TYPE: {"model": SpeechResponse},
-                              WAV_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
-            303: {"description": "Accept: audio/wav, audio too large to inline: Location is a "
+                              **{mime: {"schema": {"type": "string", "format": "binary"}}
+                                 for mime in dict.fromkeys((WAV_TYPE, *MIME_TYPES.values()))}}},
+            303: {"description": "Accept: audio, audio too large to inline: Location is a "
                                  "presigned URL",
                   "content": {JSON_TYPE: {"model": SpeechResponse}}},
             **ERRORS,
@@ -59,21 +66,34 @@ def router(max_chars: int) -> Router:
     )
     def speech(request: Annotated[SpeechRequest, Body()]):  # type: ignore[valid-type]
         who = caller(routes)
+        wanted = http.wanted_audio(routes.current_event.headers.get("accept"))
+        fmt = _format(request, wanted)
         result = runtime(routes).service.speak(request.text, who, deadline(routes),
-                                               voice=request.voice)
-        wav = result.wav()
+                                               voice=request.voice, fmt=fmt)
+        wav = result.audio
         metrics.add_metric(name="SpeechRequests", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds,
                            value=round(result.duration_s, 3))
         logger.info("speech recorded", extra={
             "record_id": result.record.record_id_hex, "key_id": result.record.key_id,
             "duration_s": round(result.duration_s, 3), "text_chars": len(request.text),
-            "wav_bytes": len(wav), "caller": who.identity,
+            "wav_bytes": len(wav), "format": fmt, "caller": who.identity,
+            "manifest_bytes": len(result.manifest_store or b""),
         })
-        as_wav = http.wants_wav(routes.current_event.headers.get("accept"))
-        return _deliver(runtime(routes), result, wav, as_wav)
+        return _deliver(runtime(routes), result, wav, wanted is not None)
 
     return routes
+
+
+def _format(request: Any, wanted: str | None) -> str:
+    """The body's ``format`` if given, else the audio type ``Accept`` prefers, else WAV."""
+    if "format" not in request.model_fields_set:
+        return wanted or "wav"
+    if wanted is not None and wanted != request.format:
+        raise NotAcceptable(f"format '{request.format}' contradicts the Accept header, which "
+                            f"asks for {wanted}: drop one of them",
+                            format=request.format, accept=wanted)
+    return request.format
 
 
 def _deliver(rt: Runtime, result: SpeechResult, wav: bytes, as_wav: bool) -> Response:
@@ -88,16 +108,18 @@ def _deliver(rt: Runtime, result: SpeechResult, wav: bytes, as_wav: bool) -> Res
         "record_id": record.record_id_hex, "key_id": record.key_id, "voice": record.voice,
         "model_manifest_sha256": record.model_manifest_sha256,
         "duration_s": round(result.duration_s, 3), "sample_rate": result.sample_rate,
-        "format": "wav",
+        "format": result.format,
     }
+    if result.manifest_store is not None:
+        body["manifest_bytes"] = len(result.manifest_store)
     if len(wav) <= rt.settings.inline_audio_max_bytes:
         if as_wav:
-            return Response(200, WAV_TYPE, wav, headers)
+            return Response(200, result.media_type, wav, headers)
         return json_response(200, {**body, "audio_base64": base64.b64encode(wav).decode()},
                              headers)
     output = _output_bucket(rt)
     with trace_step("upload"):
-        url = output.put_speech(record.record_id_hex, wav)
+        url = output.put_speech(record.record_id_hex, wav, result.format, result.media_type)
     body.update(audio_url=url, audio_url_expires_s=output.url_ttl_s)
     if as_wav:
         return json_response(303, body, {**headers, "Location": url})
