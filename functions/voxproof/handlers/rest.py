@@ -90,6 +90,11 @@ BASE64_PATTERN: Final = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9
 #: An object verify may read: under ``verify/``, no control characters, S3's 1,024 bytes at most
 #: (``storage.InputBucket.check_key`` also refuses ``.`` and ``..`` parts).
 VERIFY_KEY_PATTERN: Final = r"^verify/[^\x00-\x1f\x7f]{1,1017}$"
+#: A binding value of voxproof's algorithm: base64 of a 40-bit record id (5 bytes).
+BINDING_PATTERN: Final = r"^[A-Za-z0-9+/]{7}=$"
+#: A voxproof manifest id: ``urn:c2pa:`` and a canonical version-4 UUID.
+MANIFEST_ID_PATTERN: Final = (r"^urn:c2pa:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}"
+                              r"-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")
 #: The API's S3 client: a slow bucket must not use up a 29 s request.
 S3_CONFIG: Final = {"retries": {"max_attempts": 3, "mode": "standard"},
                     "connect_timeout": 3, "read_timeout": 10}
@@ -166,12 +171,40 @@ def openapi_document(app: APIGatewayRestResolver, *, s3_keys: bool = True) -> di
                 "application/octet-stream": {"schema": upload},
             },
         }
-    binary = {"schema": {"type": "string", "format": "binary"}}
+    binary = {"schema": upload}
     doc["paths"]["/v1/c2pa/matches/byContent"]["post"]["requestBody"] = {
         "required": True, "content": {"audio/*": binary, "application/octet-stream": binary}}
-    doc["paths"]["/v1/c2pa/matches/byBinding"]["post"]["requestBody"] = {
-        "required": True, "content": {JSON_TYPE: {"schema": c2pa.SoftBindingQuery.model_json_schema()}}}
+    _c2pa_parameters(doc)
     return doc
+
+
+def _c2pa_parameters(doc: dict[str, Any]) -> None:
+    """What the Soft Binding routes read beyond their signatures, as the server checks it: the
+    query's ``alg``/``value`` (GET byBinding), ``maxResults`` (an integer >= 1), a binding value
+    of voxproof's algorithm in the JSON body (base64 of 5 bytes; a query cannot tie ``value``
+    to ``alg``), a manifest id (``urn:c2pa:`` and a v4 UUID)."""
+    from voxproof.credentials.manifest import ALGORITHM
+
+    query = {"type": "object", "additionalProperties": False, "required": ["alg", "value"],
+             "properties": {"alg": {"type": "string", "maxLength": 256},
+                            "value": {"type": "string", "maxLength": 4096}},
+             "if": {"properties": {"alg": {"const": ALGORITHM}}},
+             "then": {"properties": {"value": {"pattern": BINDING_PATTERN}}}}
+    doc["paths"]["/v1/c2pa/matches/byBinding"]["post"]["requestBody"] = {
+        "required": True, "content": {JSON_TYPE: {"schema": query}}}
+    most = {"name": "maxResults", "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": 1}}
+    for path, method in (("matches/byBinding", "post"), ("matches/byContent", "post")):
+        doc["paths"][f"/v1/c2pa/{path}"][method]["parameters"] = [most]
+    doc["paths"]["/v1/c2pa/matches/byBinding"]["get"]["parameters"] = [
+        {"name": "alg", "in": "query", "required": True, "schema": {"type": "string",
+                                                                    "minLength": 1}},
+        {"name": "value", "in": "query", "required": True, "schema": {"type": "string",
+                                                                      "minLength": 1}}, most]
+    for operation in doc["paths"]["/v1/c2pa/manifests/{manifest_id}"].values():
+        for parameter in operation.get("parameters", []):
+            if parameter["name"] == "manifest_id":
+                parameter["schema"]["pattern"] = MANIFEST_ID_PATTERN
 
 
 def verify_json_schema(*, s3_keys: bool) -> dict[str, Any]:
