@@ -100,16 +100,16 @@ def summarize(ndjson: Path) -> Summary:
         if finished.get("status") == "error":
             summary.errors.append(f"{finished['recorder']['label']}: {finished.get('phase')}")
         recorder = finished["recorder"]
+        operation = recorder.get("label", "").partition(" ")[2]
         for interaction in recorder.get("interactions", {}).values():
             response = interaction.get("response")
             request = interaction["request"]
             label = f"{request['method']} {request['uri']}"
             if response is None:
-                summary.by_status[f"none {request['method']} {urlsplit(request['uri']).path} "
-                                  "no_response"] += 1
+                summary.by_status[f"none {request['method']} {operation} no_response"] += 1
                 continue
             summary.cases += 1
-            path = urlsplit(request["uri"]).path
+            path = operation or urlsplit(request["uri"]).path  # {parameters} unexpanded
             method = "(other)" if response["status_code"] == 405 else request["method"]
             summary.by_status[f"{response['status_code']} {method} {path} "
                               f"{_error_code(response)}"] += 1
