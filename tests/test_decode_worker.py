@@ -283,3 +283,48 @@ def test_decoding_memory_does_not_grow_with_rate_or_channels(worker):
         clip, rise = _peak_rise(lambda decode=decode: decode(data, limits=limits))
         assert isinstance(clip, audio.MonoAudio) and clip.channels == 8
         assert rise < 60 * 2**20, (decode, rise)
+
+
+# --- the other parser: c2pa reads the upload's manifest in the worker too -------------------------
+def test_the_manifest_is_read_in_the_worker_and_matches_an_in_process_read(tmp_path):
+    """A signed file's manifest check comes from the keyless worker, the same as c2pa's own
+    read here; a file with none reads ``absent``; the worker never imports a key module."""
+    from voxproof import __version__
+    from voxproof.credentials.core import Credentials
+    from voxproof.credentials.identity import LocalIdentity
+    from voxproof.credentials.reader import read_embedded
+    from voxproof.credentials.signer import CredentialSigner
+    from voxproof.decode_worker import InProcessDecoder, ManifestQuery
+
+    identity = LocalIdentity.load_or_create(tmp_path / "c2pa")
+    creds = Credentials(lambda: CredentialSigner.local(identity), lambda: None,
+                        version=__version__)
+    wav = audio.encode(np.sin(np.arange(16000) / 5.0).astype(np.float32) * 0.1, 8000, "wav")
+    signed = creds.sign(wav, "wav", record_id=0xA1, key_id="ab" * 8, voice="v",
+                        model_manifest_sha256="0" * 64).audio
+    anchors = identity.ca_pem.decode()
+    with DecodeWorker() as worker:
+        seen = worker._probe("environ")
+        clip, check = worker.decode_and_read(signed, ManifestQuery("audio/wav", anchors))
+        _, plain = worker.decode_and_read(wav, ManifestQuery("audio/wav", anchors))
+        _, untrusted = worker.decode_and_read(signed, ManifestQuery("audio/wav", None))
+    assert "voxproof.credentials.reader" in seen["modules"]  # preloaded, before the limits
+    assert "voxproof.keyring" not in seen["modules"]
+    assert (check.state, check.record_id) == ("trusted", 0xA1)
+    assert check == read_embedded(signed, "audio/wav", anchors_pem=anchors)
+    assert plain.state == "absent" and untrusted.state == "valid_untrusted"
+    assert len(clip.samples) == 16000
+    in_process = InProcessDecoder().decode_and_read(signed, ManifestQuery("audio/wav", anchors))
+    assert in_process[1] == check
+
+
+@pytest.mark.parametrize("answer", [
+    {"state": "forged"}, {"state": "trusted", "record_id": 2**41}, {"state": "trusted",
+                                                                      "assertions": ["x"]}, {},
+])
+def test_a_malformed_manifest_answer_from_the_worker_is_a_clean_422(answer):
+    from voxproof.decode_worker import _check_from_worker
+
+    with pytest.raises(DecoderFailed) as err:
+        _check_from_worker(answer)
+    assert err.value.status == 422 and err.value.details == {"reason": "protocol"}

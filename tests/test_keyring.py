@@ -135,7 +135,7 @@ def test_three_rotations_keep_every_retired_key_and_the_oldest_marked_audio_veri
     accepted = source.keyring().accepted
     found = with_key_bound(detect(marked, rate, accepted), len(accepted))
     assert found.found and found.key_id == A.key_id and found.record_id == 0xA1
-    # the printed bound counts every key tried: 13 x k x 2^-24 with k = 4
+    # the printed bound counts every key tried: 23 x k x 2^-24 with k = 4
     assert found.p_false == pytest.approx(MAX_ATTEMPTS * 4 * 2.0**-24)
 
 

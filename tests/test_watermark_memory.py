@@ -48,7 +48,7 @@ def test_a_views_frame_count_needs_no_arrays():
     for seconds in (1.1, 7.3):
         views = vw.Views(np.random.default_rng(1).normal(0, 0.1, int(seconds * 8000)))
         for hypothesis in views.plan:
-            view = views.get(*hypothesis)
+            view = views.get(hypothesis)
             assert view is not None and view.frames == len(view.phasor) == len(view.square)
             assert view.activity.shape == view.phasor.shape
 
@@ -84,7 +84,7 @@ def test_detection_does_not_depend_on_the_cache_bound(monkeypatch):
     # The bound really applied: with room for everything, 10 hypotheses are computed once.
     views = vw.Views(host, cache_bytes=2**40)
     for hypothesis in views.plan:
-        views.get(*hypothesis).phasor  # noqa: B018 - reading computes
+        views.get(hypothesis).phasor  # noqa: B018 - reading computes
     assert views.computed == 10
 
 

@@ -154,7 +154,9 @@ def _checker(settings: Settings, key_files: list[str] | None):
     """The verify half of the service: keys, registry, decode worker; never the voice."""
     from voxproof.runtime import build_service
 
-    return build_service(settings, key_files=key_files, create_key=False)
+    service = build_service(settings, key_files=key_files, create_key=False)
+    service.decoder.start()  # the worker's imports overlap ours
+    return service
 
 
 def _stdin_cap() -> int:

@@ -3,7 +3,8 @@
 ``DecodeWorker`` keeps one spare worker ready: a fresh interpreter (``python -I``, exec'd, an
 empty environment: no key, no AWS credentials, no ``VOXPROOF_*``) that limits its own address
 space, CPU time, file size and core dumps before it reads a byte of the upload, decodes one
-upload with ``audio.decode_mono``, writes the mono PCM back over a pipe and exits. Each upload
+upload with ``audio.decode_mono`` (and, when asked, validates its embedded C2PA manifest store
+with c2pa: the other parser of untrusted bytes), writes the mono PCM back over a pipe and exits. Each upload
 gets a fresh worker; a crash, a limit hit or a timeout in it is a ``DecoderFailed`` (422),
 never a 500. Costs and measurements: docs/verify-hardening.md.
 
@@ -30,7 +31,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Final, Protocol, Self
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 
 import numpy as np
 
@@ -44,12 +45,17 @@ from voxproof.errors import (
     UnsupportedAudio,
 )
 
+if TYPE_CHECKING:
+    from voxproof.credentials.reader import CredentialsCheck
+
 #: Address space the worker may add to what its imports take (decoding itself needs ~100 MB).
 DEFAULT_MEMORY_MB: Final = 512
 #: CPU seconds one decode may use (the wall-clock budget is the caller's ``max_decode_s``).
 DEFAULT_CPU_S: Final = 30
 #: Seconds kept beyond ``max_decode_s`` for the worker to start, write back and exit.
 _GRACE_S: Final = 5.0
+#: Seconds a manifest read may add (c2pa reads a few KB of claims: milliseconds).
+_MANIFEST_S: Final = 5.0
 
 #: The errors a worker may report, by name (anything else is a ``DecoderFailed``).
 _REPORTABLE: Final[dict[str, type[AudioError]]] = {
@@ -65,6 +71,15 @@ class DecoderFailed(CorruptAudio):
     status = 422
 
 
+@dataclasses.dataclass(frozen=True)
+class ManifestQuery:
+    """Also read the upload's C2PA manifest store, as ``mime``, against ``anchors_pem`` (the
+    trust anchors' certificates: public, never a key)."""
+
+    mime: str
+    anchors_pem: str | None = None
+
+
 class Decoder(Protocol):
     """What ``Service.verify`` decodes uploads with."""
 
@@ -74,6 +89,14 @@ class Decoder(Protocol):
     def decode(self, data: bytes, *, declared: str | None = None,
                limits: audio.AudioLimits = audio.DEFAULT_LIMITS) -> audio.MonoAudio:
         """The upload as mono at the detector's rate, within ``limits``."""
+        ...
+
+    def decode_and_read(self, data: bytes, query: ManifestQuery, *,
+                        declared: str | None = None,
+                        limits: audio.AudioLimits = audio.DEFAULT_LIMITS
+                        ) -> tuple[audio.MonoAudio, CredentialsCheck]:
+        """``decode``, and the upload's embedded manifest store validated (c2pa parses it in
+        the same place as FFmpeg: away from the keys)."""
         ...
 
 
@@ -87,6 +110,16 @@ class InProcessDecoder:
                limits: audio.AudioLimits = audio.DEFAULT_LIMITS) -> audio.MonoAudio:
         """``audio.decode_mono``."""
         return audio.decode_mono(data, declared=declared, limits=limits)
+
+    def decode_and_read(self, data: bytes, query: ManifestQuery, *,
+                        declared: str | None = None,
+                        limits: audio.AudioLimits = audio.DEFAULT_LIMITS
+                        ) -> tuple[audio.MonoAudio, CredentialsCheck]:
+        """``audio.decode_mono`` and ``credentials.reader.read_embedded``."""
+        from voxproof.credentials.reader import read_embedded
+
+        clip = audio.decode_mono(data, declared=declared, limits=limits)
+        return clip, read_embedded(data, query.mime, anchors_pem=query.anchors_pem)
 
 
 class DecodeWorker:
@@ -152,8 +185,22 @@ class DecodeWorker:
         """``audio.decode_mono(data, ...)``, the parsing done in a fresh worker."""
         sink = audio.Resampled(self.rate, limits)
         request = {"declared": declared, "limits": dataclasses.asdict(limits)}
-        info = self._run(request, data, sink, timeout=limits.max_decode_s + _GRACE_S)
+        info, _ = self._run(request, data, sink, timeout=limits.max_decode_s + _GRACE_S)
         return sink.result(info)
+
+    def decode_and_read(self, data: bytes, query: ManifestQuery, *,
+                        declared: str | None = None,
+                        limits: audio.AudioLimits = audio.DEFAULT_LIMITS
+                        ) -> tuple[audio.MonoAudio, CredentialsCheck]:
+        """``decode``, and the manifest store read by c2pa in the same worker after it."""
+        sink = audio.Resampled(self.rate, limits)
+        request = {"declared": declared, "limits": dataclasses.asdict(limits),
+                   "manifest": dataclasses.asdict(query)}
+        info, check = self._run(request, data, sink,
+                                timeout=limits.max_decode_s + _MANIFEST_S + _GRACE_S)
+        if check is None:
+            raise DecoderFailed("the decoder sent a malformed answer", reason="protocol")
+        return sink.result(info), check
 
     def _run(self, request: dict[str, Any], data: bytes, sink: audio.MonoSink | None, *,
              timeout: float) -> Any:
@@ -162,8 +209,9 @@ class DecodeWorker:
         proc = spare if spare is not None and spare.poll() is None else self._spawn()
         try:
             head = json.dumps(request).encode()
-            return _Exchange(proc, _LEN.pack(len(head)) + head + data, sink,
-                             time.monotonic() + timeout).run()
+            exchange = _Exchange(proc, _LEN.pack(len(head)) + head + data, sink,
+                                 time.monotonic() + timeout)
+            return exchange.run(), exchange.manifest
         finally:
             _reap(proc)
             with self._lock:
@@ -180,7 +228,7 @@ class DecodeWorker:
     def _probe(self, what: str) -> Any:
         """Test hook: what the worker sees (``environ``), or a worker that dies mid-decode
         (``kill``), spins (``spin``) or allocates without bound (``allocate``)."""
-        return self._run({"probe": what}, b"", None, timeout=30.0)
+        return self._run({"probe": what}, b"", None, timeout=30.0)[0]
 
 
 #: Frames from the worker: one type byte and a length, then the payload.
@@ -198,6 +246,7 @@ class _Exchange:
         self.proc, self.sink, self.deadline = proc, sink, deadline
         self.out = memoryview(request)
         self.buf = bytearray()
+        self.manifest: CredentialsCheck | None = None
 
     def run(self) -> Any:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -267,6 +316,9 @@ class _Exchange:
             return _MORE
         if kind == b"E":
             raise _error(head)
+        if kind == b"M" and self.manifest is None:
+            self.manifest = _check_from_worker(head)
+            return _MORE
         if kind == b"P":
             return head
         if kind == b"F" and self.sink is not None:
@@ -307,6 +359,35 @@ def _error(head: dict[str, Any]) -> AudioError:
                **(details if isinstance(details, dict) else {}))
 
 
+def _check_from_worker(head: Any) -> CredentialsCheck:
+    """The worker's manifest answer, shape-checked (a worker is not trusted to be well)."""
+    from voxproof.credentials.reader import CredentialsCheck
+
+    def text(value: Any, limit: int = 300) -> str | None:
+        return None if value is None else str(value)[:limit]
+
+    try:
+        state = head["state"]
+        if state not in ("trusted", "valid_untrusted", "invalid", "absent"):
+            raise ValueError(state)
+        record_id = head.get("record_id")
+        if record_id is not None and not (isinstance(record_id, int) and 0 <= record_id < 2**40):
+            raise ValueError(record_id)
+        assertions = head.get("assertions") or {}
+        signer = head.get("signer")
+        if not isinstance(assertions, dict) or not (signer is None or isinstance(signer, dict)):
+            raise ValueError("shape")
+        return CredentialsCheck(
+            state, tuple(str(code)[:120] for code in head.get("failures", [])[:50]),
+            text(head.get("manifest_label")), record_id,
+            {k: v for k, v in assertions.items()
+             if k in ("digital_source_type", "software_agent", "provenance")},
+            None if signer is None else {k: text(signer.get(k))
+                                         for k in ("issuer", "common_name", "alg")})
+    except (KeyError, TypeError, ValueError):
+        raise DecoderFailed("the decoder sent a malformed answer", reason="protocol") from None
+
+
 def _failed(returncode: int) -> DecoderFailed:
     reason = {-signal.SIGXCPU: "cpu", -signal.SIGKILL: "killed"}.get(returncode, "crash")
     return DecoderFailed("the decoder stopped on this upload (damaged, or beyond its limits)",
@@ -336,6 +417,7 @@ class _Pipe:
 
 def main(config: dict[str, Any]) -> None:
     """The worker: limit itself, read one request from stdin, answer on stdout, exit."""
+    _preload()
     _limit_self(int(config["memory_mb"]), int(config["cpu_s"]))
     stdin = sys.stdin.buffer
     size = stdin.read(_LEN.size)
@@ -351,6 +433,8 @@ def main(config: dict[str, Any]) -> None:
         else:
             info = audio.decode_mono_to(data, pipe, declared=request.get("declared"),
                                         limits=audio.AudioLimits(**request["limits"]))
+            if "manifest" in request:  # after the audio checks out: c2pa reads the same bytes
+                pipe.send(b"M", json.dumps(_read_manifest(data, request["manifest"])).encode())
             pipe.send(b"F", json.dumps(dataclasses.asdict(info)).encode())
     except AudioError as err:
         pipe.send(b"E", json.dumps({"type": type(err).__name__, "message": err.message,
@@ -360,6 +444,21 @@ def main(config: dict[str, Any]) -> None:
     except Exception:  # noqa: BLE001  (a decoder bug: no trace leaves the worker)
         pipe.send(b"E", b'{"type": null, "reason": "error"}')
     pipe.out.flush()
+
+
+def _read_manifest(data: bytes, query: dict[str, Any]) -> dict[str, Any]:
+    from voxproof.credentials.reader import read_embedded
+
+    check = read_embedded(data, str(query["mime"]), anchors_pem=query.get("anchors_pem"))
+    return dataclasses.asdict(check)
+
+
+def _preload() -> None:
+    """Import what a request may need before the limits are set (c2pa's native library)."""
+    try:
+        import voxproof.credentials.reader  # noqa: F401
+    except ImportError:  # c2pa-python missing: a manifest request then fails as a crash would
+        pass
 
 
 def _limit_self(memory_mb: int, cpu_s: int) -> None:

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 HEX_KEY_PATTERN: Final = r"^[0-9a-fA-F]{64}$"
 #: Retired keys the secret may keep. Verify tries every key on unmarked audio, so each one adds
-#: a search (and 13 x 2^-24 to the false-positive bound).
+#: a search (and ``MAX_ATTEMPTS`` x 2^-24 = 23 x 2^-24 to the false-positive bound).
 MAX_KEY_HISTORY: Final = 32
 
 

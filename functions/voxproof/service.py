@@ -6,7 +6,8 @@ handlers) calls these and nothing else.
   (``voxproof.credentials``); the record and that manifest store are written together before the
   audio is returned; if the time runs out, signing fails or the record cannot be written, there
   is neither audio nor record.
-- ``verify``: decode -> detect -> look up -> read credentials -> report. A registry that cannot
+- ``verify``: decode (and read the file's manifest, both in the decoder: untrusted bytes are
+  parsed away from the keys) -> detect -> look up -> assess credentials -> report. A registry that cannot
   be reached does not hide what the mark says: the report lists it under ``unchecked``. The
   file's own manifest is validated, and when it is gone or broken the one stored with the
   record the mark names is returned (``CredentialsReport``).
@@ -42,8 +43,9 @@ import numpy as np
 from voxproof import audio
 from voxproof.credentials.core import Credentials, CredentialsReport
 from voxproof.credentials.manifest import FORMATS, MIME_TYPES
+from voxproof.credentials.reader import CredentialsCheck
 from voxproof.deadline import Deadline
-from voxproof.decode_worker import Decoder, InProcessDecoder
+from voxproof.decode_worker import Decoder, InProcessDecoder, ManifestQuery
 from voxproof.errors import DeadlineExceeded, Unavailable, VoxproofError
 from voxproof.keyring import KeyRing, KeySource
 from voxproof.provenance import ProvenanceRecord, RecordExists, Registry, text_hash
@@ -180,7 +182,7 @@ class VerifyReport:
     @property
     def confidence_level(self) -> str:
         """The coarse verdict the public view gives instead of scores: ``high`` when a mark's
-        keyed tag verified (P(false positive) <= 13 x k x 2^-24 for k keys), else ``none``."""
+        keyed tag verified (P(false positive) <= 23 x k x 2^-24 for k keys), else ``none``."""
         return "high" if self.found else "none"
 
     def public_dict(self) -> dict[str, Any]:
@@ -355,13 +357,28 @@ class Service:
                limits: audio.AudioLimits = audio.DEFAULT_LIMITS) -> VerifyReport:
         """Decode ``upload`` (mono at the detector's rate, bounded, in the decoder), look for a
         mark of any accepted key, and look its record up."""
+        query = self._manifest_query(upload)
         with self._step("decode"):
-            clip = self.decoder.decode(upload, declared=declared, limits=limits)
-        return self.verify_decoded(clip, caller, upload=upload, declared=declared)
+            if query is None:
+                clip, embedded = self.decoder.decode(upload, declared=declared,
+                                                     limits=limits), None
+            else:  # the manifest is parsed where the audio is: away from the keys
+                clip, embedded = self.decoder.decode_and_read(upload, query, declared=declared,
+                                                              limits=limits)
+        return self.verify_decoded(clip, caller, upload=upload, declared=declared,
+                                   embedded=embedded)
+
+    def _manifest_query(self, upload: bytes) -> ManifestQuery | None:
+        """What the decoder should read of the upload's manifest (None: nothing to read)."""
+        mime = _c2pa_mime(upload)
+        if self.credentials is None or mime is None:
+            return None
+        return ManifestQuery(mime, self.credentials.anchors_pem)
 
     def verify_decoded(self, clip: audio.MonoAudio | audio.DecodedAudio,
                        caller: Caller, *, upload: bytes | None = None,
-                       declared: str | None = None) -> VerifyReport:
+                       declared: str | None = None,
+                       embedded: CredentialsCheck | None = None) -> VerifyReport:
         """``verify`` for audio that is already decoded (the report gives its own rate); the
         file's manifest is read when its bytes (``upload``) are given."""
         with self._step("keys"):
@@ -374,19 +391,22 @@ class Service:
         credentials = None
         if self.credentials is not None and upload is not None:
             with self._step("credentials"):
-                credentials, more = self._read_credentials(upload, declared, found, record)
+                credentials, more = self._read_credentials(upload, declared, found, record,
+                                                           embedded)
             unchecked += more
         return VerifyReport(found, record, clip.duration_s, clip.source_rate, unchecked,
                             credentials)
 
     def _read_credentials(self, upload: bytes, declared: str | None, found: Detection,
-                          record: ProvenanceRecord | None
+                          record: ProvenanceRecord | None,
+                          embedded: CredentialsCheck | None = None,
                           ) -> tuple[CredentialsReport, tuple[str, ...]]:
         """The file's manifest, and the one stored with the mark's record when that settles
         what the file's cannot (only a record whose key matched is trusted for it)."""
         assert self.credentials is not None
         credentials = self.credentials
-        embedded = credentials.check_embedded(upload, _c2pa_mime(upload))
+        if embedded is None:  # not read by the decoder (a trusted local caller's audio)
+            embedded = credentials.check_embedded(upload, _c2pa_mime(upload))
         mark_record = found.record_id if found.found else None
         unreachable: list[str] = []
 
@@ -438,7 +458,7 @@ def _c2pa_mime(upload: bytes) -> str | None:
 def with_key_bound(found: Detection, keys: int) -> Detection:
     """``found`` with the false-positive bound of the whole search over ``keys`` keys: a mark
     is tried under every key in force (the history too, newest first), at most
-    ``MAX_ATTEMPTS`` decodes each, so P(false positive) <= 13 x k x 2^-24 per file, whichever
+    ``MAX_ATTEMPTS`` (23) decodes each, so P(false positive) <= 23 x k x 2^-24 per file, whichever
     key matched."""
     if not found.found:
         return found  # detect's bound already counts every attempt made under every key

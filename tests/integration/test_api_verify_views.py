@@ -19,6 +19,7 @@ from voxproof.handlers.rest import Handler, api_runtime, make_handler
 from voxproof.provenance import ProvenanceRecord
 from voxproof.settings import Settings
 from voxproof.watermark import embed
+from voxproof.watermark.detect import MAX_ATTEMPTS
 from watermark_hosts import speechlike
 
 AUDITOR = "arn:aws:sts::123456789012:assumed-role/VoxproofAuditor/alice"
@@ -101,7 +102,8 @@ def test_an_auditor_gets_the_detailed_report(api):
     status, body = _verify(handler, wav, "/v1/verify/detailed", user_arn=AUDITOR)
     assert status == 200, body
     VerifyResponse.model_validate(body)
-    assert DETAILED_ONLY <= set(body) and body["segments"] and body["p_false"] < 1e-6
+    assert DETAILED_ONLY <= set(body) and body["segments"]
+    assert 0 < body["p_false"] <= MAX_ATTEMPTS * 2.0**-24  # one key in force
     assert body["record"]["caller"] == "apikey:secret-client-id"
     assert body["record"]["request_id"] == "req-of-the-speaker"
     # every public field is there, with the same meaning

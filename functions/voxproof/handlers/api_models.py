@@ -226,7 +226,7 @@ class VerifyPublicResponse(_Response):
     """True when found: everything this service marks is synthesized speech. None otherwise
     (no mark is no evidence either way)."""
     confidence_level: Literal["high", "none"]
-    """``high``: a mark's tag verified (P(false positive) <= 13 x k x 2^-24 for k keys);
+    """``high``: a mark's tag verified (P(false positive) <= 23 x k x 2^-24 for k keys);
     ``none``: nothing found."""
     duration_s: float
     sample_rate: int

@@ -4,10 +4,11 @@ Algorithm, parameters, measurements and design history: docs/watermark.md.
 
 Guarantees: every 1.024 s unit carries a 40-bit record id and a 24-bit keyed tag, and a record
 id is reported only when its tag verifies, so without the key a mark can be neither read nor
-forged. At most ``detect.MAX_ATTEMPTS`` = 13 decodes are tried per key, each verifying by
-chance with probability 2^-24, so P(false positive) <= 13 x 2^-24 ~= 7.7e-7 per key and file,
-whatever its length (``Detection.p_false`` reports the bound for the attempts made). Silence
-and pauses get no mark energy.
+forged. At most ``detect.MAX_ATTEMPTS`` = 23 decodes are tried per key (13 in the first
+search stage, 10 in the second: every hypothesis tried only chooses what gets decoded), each
+verifying by chance with probability 2^-24, so P(false positive) <= 23 x 2^-24 ~= 1.4e-6 per
+key and file, whatever its length (``Detection.p_false`` reports the bound for the attempts
+made). Silence and pauses get no mark energy.
 """
 
 from voxproof.watermark.detect import Detection, Segment, detect

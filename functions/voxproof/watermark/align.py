@@ -1,8 +1,8 @@
 """Where the units lie: folds (soft combining of repeats), keyed correlations, sync, tracking.
 
-``sync`` proposes alignments per search window; ``tracked_fold`` follows a small speed drift;
-``followed_fold`` follows WSOLA tempo changes piece by piece. See docs/watermark.md, "Folds and
-alignment" and "Search".
+``sync`` proposes alignments per search window and for the whole input; ``tracked_fold``
+follows a small speed drift; ``followed_fold`` follows WSOLA tempo changes piece by piece. See
+docs/watermark.md, "Folds and alignment" and "Search".
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from voxproof.watermark import analysis as an
 from voxproof.watermark import ecc
@@ -67,18 +67,18 @@ def null_weights(pattern: Pattern, cells: np.ndarray) -> np.ndarray:
 
 
 def correlate(blocks: np.ndarray, first: np.ndarray | int, weights: np.ndarray) -> np.ndarray:
-    """``sum_j sum_b weights[(first + j - a) % 16, b] * blocks[..., j, r, b]`` for all (a, r).
+    """``Re sum_j sum_b weights[(first + j - a) % 16, b] * blocks[..., j, r, b]`` for all (a, r).
 
     ``blocks``: (..., J, 16, BANDS), J consecutive blocks of which the first is block ``first``
     (mod 16, per leading index) of the fold; returns (..., 256) indexed by alignment 16 a + r.
     """
     lead = blocks.shape[:-3]
     j_count = blocks.shape[-3]
+    flat, w = _real_operands(blocks, weights)
     # einsum, not a BLAS product: small products on threads that spin cost more than they save
-    prod = np.einsum("nb,ub->nu", blocks.reshape(-1, BANDS), weights).reshape(
-        *lead, j_count, _ROWS, UNIT_BLOCKS)
-    if np.iscomplexobj(prod):
-        prod = prod.real
+    prod = np.einsum("nb,ub->nu", flat, w).reshape(*lead, j_count, _ROWS, UNIT_BLOCKS)
+    if isinstance(first, int) and first == 0:
+        return _cyclic_sum(prod).reshape(*lead, UNIT_HOPS)
     first = np.broadcast_to(np.asarray(first), lead).reshape(*lead, 1, 1)
     j = np.arange(j_count)[:, None]
     a = np.arange(UNIT_BLOCKS)[None, :]
@@ -86,6 +86,35 @@ def correlate(blocks: np.ndarray, first: np.ndarray | int, weights: np.ndarray) 
     picked = np.take_along_axis(prod, np.broadcast_to(
         u[..., None, :], (*lead, j_count, _ROWS, UNIT_BLOCKS)), axis=-1)  # (..., J, r, a)
     return picked.sum(axis=-3).swapaxes(-1, -2).reshape(*lead, UNIT_HOPS)
+
+
+def _real_operands(blocks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, bands) and (16, bands) real arrays whose product is the real part of the complex
+    one: a complex array is read as interleaved (real, imaginary) floats, no copy."""
+    if not np.iscomplexobj(blocks):
+        return blocks.reshape(-1, BANDS), np.real(weights)
+    flat = np.ascontiguousarray(blocks).reshape(-1, BANDS).view(np.float64)
+    w = np.zeros((UNIT_BLOCKS, 2 * BANDS))
+    w[:, 0::2] = np.real(weights)
+    w[:, 1::2] = -np.imag(weights)
+    return flat, w
+
+
+def _cyclic_sum(prod: np.ndarray) -> np.ndarray:
+    """(..., 16 a, 16 r): ``sum_j prod[..., j, r, (j - a) % 16]`` of a (..., J, 16 r, 16 u)
+    array, through a strided view of it doubled along u (no gather)."""
+    *lead, j_count, rows, units = prod.shape
+    if j_count > UNIT_BLOCKS:  # blocks j and j + 16 read the same weights: add them first
+        pad = np.zeros((*lead, -j_count % UNIT_BLOCKS, rows, units))
+        prod = np.concatenate([prod, pad], axis=-3).reshape(*lead, -1, UNIT_BLOCKS, rows, units)
+        prod = prod.sum(axis=-4)
+    twice = np.concatenate([prod, prod], axis=-1)[..., 1:]  # u = 1 .. 31
+    *lead_strides, s_j, s_r, s_u = twice.strides
+    # diag[..., j, r, k] = twice[..., j, r, j + k] = prod[..., j, r, (j + k + 1) % 16]
+    diag = as_strided(twice, shape=prod.shape, strides=(*lead_strides, s_j + s_u, s_r, s_u),
+                      writeable=False)
+    by_k = diag.sum(axis=-3)  # (..., r, k): alignment block a = 15 - k
+    return by_k[..., ::-1].swapaxes(-1, -2)
 
 
 def z_score(t: np.ndarray, n2: np.ndarray) -> np.ndarray:
@@ -129,15 +158,18 @@ def decode_fold(folded: np.ndarray, pattern: Pattern, offset: int = 0) -> np.nda
 
 # --- sync and tracking ------------------------------------------------------------------------
 def sync(view: View, pattern: Pattern) -> list[Candidate]:
-    """The best alignments of each search window of ``view``: by the pilots, and by the pilots
-    plus the blind statistic of the payload cells."""
+    """The best alignments of each search window of ``view``, and of the whole input as one
+    span when it is longer than a window: by the pilots, and by the pilots plus the blind
+    statistic of the payload cells."""
     cells, signs = pilot_cells(pattern)
     blind = np.flatnonzero(~pattern.is_pilot)
     n = len(view.phasor)
     step = SEARCH_WINDOW // 2
     spans = [(a, min(n, a + SEARCH_WINDOW)) for a in range(0, max(1, n - step), step)]
-    g = np.array([grid(fold(view.phasor, a, b)) for a, b in spans])
-    s = np.array([grid(fold(view.square, a, b)) for a, b in spans])
+    if spans[0] != (0, n):
+        spans.append((0, n))  # the whole input: on long inputs its pilots are the strongest
+    g = _span_grids(view.phasor, spans)
+    s = _span_grids(view.square, spans)
     t = correlate(g, 0, key_weights(pattern, cells, signs))
     n2 = correlate(g.real**2 + g.imag**2, 0, null_weights(pattern, cells))
     tb = correlate(s, 0, key_weights(pattern, blind, 1.0, harmonic=2))
@@ -148,6 +180,24 @@ def sync(view: View, pattern: Pattern) -> list[Candidate]:
             best = int(np.argmax(z))
             out.append(Candidate(view, a, b, best, float(z[best])))
     return out
+
+
+def _span_grids(phasor: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """``grid(fold(phasor, a, b))`` for every span of ``sync`` at once: the folds of the
+    half-window chunks, each window the sum of two, the whole input the sum of all."""
+    step = SEARCH_WINDOW // 2
+    n = len(phasor)
+    chunks = -(-n // step) + 1  # one zero chunk past the end
+    buf = np.zeros((chunks * step, phasor.shape[1]), dtype=phasor.dtype)
+    buf[:n] = phasor
+    half = buf.reshape(chunks, step // UNIT_HOPS, UNIT_HOPS, -1).sum(axis=1)
+    out = []
+    for a, b in spans:
+        if (a, b) == (0, n):
+            out.append(half.sum(axis=0))
+        else:
+            out.append(half[a // step] + half[a // step + 1])
+    return np.array(out).reshape(len(spans), UNIT_BLOCKS, _ROWS, -1)
 
 
 def tracked_fold(cand: Candidate, pattern: Pattern) -> np.ndarray:

@@ -1,8 +1,14 @@
 """Detection: search hypotheses and unit alignments, decode, verify the tag, localise.
 
 Guarantee: a decode is accepted only if the keyed tag of its record id verifies (probability
-2^-24 on audio without the key's mark), and at most ``MAX_ATTEMPTS`` decodes are made per key,
-so P(false positive) <= ``MAX_ATTEMPTS`` x 2^-24 per key and file. The search: docs/watermark.md.
+2^-24 on audio without the key's mark), and at most ``MAX_ATTEMPTS`` = 23 decodes are made per
+key, so P(false positive) <= 23 x 2^-24 ~= 1.4e-6 per key and file. Every hypothesis the
+search tries (views: no change, speed, pitch, tempo, weightings; alignments: 256 per search
+window or whole input) only chooses which alignments get decoded; each decode is one draw
+against the tag and all of them are counted: the first stage (no change, speed +-3 %) makes at
+most 2 x (1 + ``CANDIDATES``) + 1 = 13, the second (speed +-4..8 %, pitch +-25..100 cents,
+tempo +-4..8 %, onset weighting) at most 2 x ``WIDE_CANDIDATES`` = 10, and it runs only when
+the first found nothing. The search: docs/watermark.md.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from voxproof.watermark.align import Candidate
 from voxproof.watermark.keys import WatermarkKey
 from voxproof.watermark.pattern import Pattern, pattern_for
 from voxproof.watermark.payload import TAG_BITS, format_record_id, read_payload
-from voxproof.watermark.views import PHASES, UNIT_HOPS, View, Views
+from voxproof.watermark.views import PHASES, UNIT_HOPS, Hypothesis, View, Views
 
 LOCAL_WINDOW: Final = UNIT_HOPS  # localisation windows (about 1 s, half overlapping)
-CANDIDATES: Final = 5  # alignments decoded per key (best sync correlations)
-MAX_ATTEMPTS: Final = 2 * (CANDIDATES + 1) + 1  # decode attempts per key: the false-positive budget
+CANDIDATES: Final = 5  # alignments decoded per key in the first stage (best sync correlations)
+WIDE_CANDIDATES: Final = 5  # ... and in the second (wider hypotheses), if the first found nothing
+MAX_ATTEMPTS: Final = 2 * (CANDIDATES + 1) + 1 + 2 * WIDE_CANDIDATES  # decodes per key: the
+# false-positive budget (2 per candidate, 1 for the followed alignment)
 EARLY_EXIT_Z: Final = 8.0  # sync this strong without a speed change: decode before searching
 MARKED_Z: Final = 5.0  # a localisation window is marked at or above this correlation
 SPEECH_WEIGHT: Final = 8.0  # below this total cell activity a window has too little speech
@@ -140,30 +148,56 @@ class _Attempts:
 
 
 def _search(views: Views, key: WatermarkKey) -> tuple[_Hit | None, int, np.ndarray | None]:
-    """Find and verify a mark of ``key``: (hit, decode attempts made, first decoded bits)."""
+    """Find and verify a mark of ``key``: (hit, decode attempts made, first decoded bits).
+
+    First stage: the no-change and +-3 % speed views (early decode of a strong no-change
+    alignment, then the ``CANDIDATES`` best), then the followed alignment. Second stage, only if
+    nothing verified: the wide views join the pool and its ``WIDE_CANDIDATES`` best alignments
+    not yet decoded are decoded."""
     pattern = pattern_for(key)
     attempts = _Attempts(key)
-    hit = _search_alignments(views, pattern, attempts) or _search_followed(views, pattern,
-                                                                           attempts)
+    pool: list[Candidate] = []
+    tried: list[Candidate] = []
+    hit = (_search_alignments(views, pattern, attempts, pool, tried)
+           or _search_followed(views, pattern, attempts)
+           or _search_wide(views, pattern, attempts, pool, tried))
     return hit, attempts.count, attempts.first
 
 
-def _search_alignments(views: Views, pattern: Pattern, attempts: _Attempts) -> _Hit | None:
-    tried: list[Candidate] = []
-    candidates: list[Candidate] = []
-    for i, (scale, phase, weighting) in enumerate(views.plan):
-        view = views.get(scale, phase, weighting)
+def _search_alignments(views: Views, pattern: Pattern, attempts: _Attempts,
+                       pool: list[Candidate], tried: list[Candidate]) -> _Hit | None:
+    for i, hyp in enumerate(views.plan):
+        view = views.get(hyp)
         if view is None:
+            pool.clear()  # too short for this view: the first stage proposes nothing
             return None
-        candidates.extend(align.sync(view, pattern))
+        pool.extend(align.sync(view, pattern))
         if i == len(PHASES) - 1:  # the common case, no change: decode a strong one at once
-            first = max(candidates, key=lambda c: c.z)
+            first = max(pool, key=lambda c: c.z)
             if first.z >= EARLY_EXIT_Z:
                 tried.append(first)
                 hit = _decode_candidate(first, pattern, attempts)
                 if hit is not None:
                     return hit
-    for cand in _distinct(sorted(candidates, key=lambda c: -c.z), tried)[:CANDIDATES]:
+    return _decode_best(pool, tried, CANDIDATES, pattern, attempts)
+
+
+def _search_wide(views: Views, pattern: Pattern, attempts: _Attempts,
+                 pool: list[Candidate], tried: list[Candidate]) -> _Hit | None:
+    for hyp in views.wide_plan:
+        view = views.compute(hyp)  # not kept: only the pool's candidates hold their views
+        if view is not None:  # a stretch may leave too little for a unit: skip it
+            pool.extend(align.sync(view, pattern))
+            # only the best distinct untried candidates can still be decoded: keep just them
+            pool[:] = _distinct(sorted(pool, key=lambda c: -c.z), tried)[:WIDE_CANDIDATES]
+    return _decode_best(pool, tried, WIDE_CANDIDATES, pattern, attempts)
+
+
+def _decode_best(pool: list[Candidate], tried: list[Candidate], count: int, pattern: Pattern,
+                 attempts: _Attempts) -> _Hit | None:
+    """Decode the ``count`` best distinct candidates of ``pool`` not in ``tried``."""
+    for cand in _distinct(sorted(pool, key=lambda c: -c.z), tried)[:count]:
+        tried.append(cand)
         hit = _decode_candidate(cand, pattern, attempts)
         if hit is not None:
             return hit
@@ -171,7 +205,7 @@ def _search_alignments(views: Views, pattern: Pattern, attempts: _Attempts) -> _
 
 
 def _search_followed(views: Views, pattern: Pattern, attempts: _Attempts) -> _Hit | None:
-    unscaled = [views.get(0.0, p) for p in PHASES]
+    unscaled = [views.get(Hypothesis("none", 0.0, p)) for p in PHASES]
     if any(v is None for v in unscaled):
         return None
     followed = align.followed_fold([v for v in unscaled if v is not None], pattern)
@@ -195,11 +229,16 @@ def _distinct(cands: list[Candidate], tried: list[Candidate]) -> list[Candidate]
 
 
 def _decode_candidate(cand: Candidate, pattern: Pattern, attempts: _Attempts) -> _Hit | None:
-    """Decode the whole input tracked from this alignment, then the candidate's window alone
-    (unless that window is the whole input)."""
-    folds = [align.tracked_fold(cand, pattern)]
-    if cand.stop - cand.start < len(cand.view.phasor):
-        folds.append(align.fold(cand.view.phasor, cand.start, cand.stop))
+    """Decode two folds of the candidate (two attempts): a window's candidate, the whole input
+    tracked from its alignment, then the window alone; a whole-input candidate, the plain fold of
+    the whole input first (its alignment holds everywhere unless the speed is slightly off),
+    then the tracked one."""
+    whole = cand.start == 0 and cand.stop >= len(cand.view.phasor)
+    if whole:
+        folds = [align.fold(cand.view.phasor), align.tracked_fold(cand, pattern)]
+    else:
+        folds = [align.tracked_fold(cand, pattern),
+                 align.fold(cand.view.phasor, cand.start, cand.stop)]
     for folded in folds:
         bits = align.decode_fold(folded, pattern, cand.offset)
         record_id = attempts.verify(bits)

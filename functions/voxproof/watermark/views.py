@@ -1,11 +1,11 @@
 """The received audio under each hypothesis the detector tries: cell phasors and their weights.
 
-Hypotheses: sub-hop time offsets and speed changes, all read from one spectrogram; weightings
-``codec`` and ``noise``. See docs/watermark.md, "Views".
-
-Memory: only the spectrogram is kept for a whole search; the hypotheses' arrays live in a
-bounded cache (``DETECT_BYTES``) and are computed again, identically, when needed after being
-dropped, so a view's arrays never depend on the bound (docs/verify-hardening.md).
+Hypotheses: sub-hop time offsets, speed changes (time and frequency scaled alike), pitch shifts
+with tempo kept (frequency only) and tempo changes with pitch kept (time only), all read from one
+spectrogram; weightings ``codec``, ``noise`` and ``onset``. ``Views.plan`` lists the first stage
+of the search (no change, speed +-3 %), ``Views.wide_plan`` the second (speed +-4..8 %, pitch
++-25..100 cents, tempo +-4..8 %, the onset weighting). Views only choose which alignments get
+decoded; they do not enter the false-positive bound (docs/watermark.md, "Views", "Guarantees").
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from voxproof.watermark import analysis as an
 from voxproof.watermark.embed import FLOOR_POWER, GATE_DB, SLOT_ENERGY_PER_POWER
@@ -23,12 +24,18 @@ from voxproof.watermark.pattern import UNIT_BLOCKS
 
 UNIT_HOPS: Final = UNIT_BLOCKS * an.BLOCK_HOPS  # 256 analysis hops = 1.024 s
 SCALES: Final = tuple(round(0.01 * k, 4) for k in range(-3, 4))  # speed changes, -3 .. +3 %
+WIDE_SPEEDS: Final = tuple(round(0.01 * k, 4) for k in (4, 5, 6, 7, 8))  # +- each: 2nd stage
+PITCH_CENTS: Final = (25, 50, 75, 100)  # +- each, tempo kept (2nd stage)
+TEMPOS: Final = tuple(round(0.01 * k, 4) for k in (4, 5, 6, 7, 8))  # +- each, pitch kept
 PHASES: Final = (0.0, 0.25, 0.5, 0.75)  # sub-hop time offsets tried without a speed change
 SPEED_PHASES: Final = (0.0,)  # ... and under a speed change (tracking absorbs the rest)
 WEIGHTINGS: Final = ("codec", "noise")  # tried without a speed change; speed views: "codec"
+WIDE_WEIGHTINGS: Final = ("onset",)  # tried without a change in the second stage
 RELIABLE_STEP: Final = 0.5  # a cell's weight is step / (step + RELIABLE_STEP)
 NOISE_DB: Final = 10.0  # "noise" weighting: e per this many dB below the loud tiles ...
 NOISE_KNEE_DB: Final = 15.0  # ... beyond this many
+ONSET_LAGS: Final = (16, 48)  # "onset": the same band 64 .. 192 ms earlier (in 4 ms hops) ...
+ONSET_WIDTH_DB: Final = 3.0  # ... weight = logistic((weaker tile - loudest of those) / this)
 _DB: Final = np.log(10.0) / 10.0
 DETECT_BYTES: Final = 200 * 2**20
 """What a detection may hold: ``Views`` gives its cache what the rest leaves of this."""
@@ -38,6 +45,33 @@ alignment's four stacked views (1.8 KB), the temporaries of computing one hypoth
 MIN_CACHE_BYTES: Final = 32 * 2**20
 
 
+@dataclass(frozen=True)
+class Hypothesis:
+    """A change the detector undoes: ``mode`` none / speed / pitch / tempo and its size
+    ``change`` (speed and tempo: the rate change, +0.05 = 5 % faster; pitch: the frequency
+    factor - 1, +0.0595 = +100 cents), read at sub-hop ``phase`` with ``weighting``."""
+
+    mode: str
+    change: float
+    phase: float
+    weighting: str = "codec"
+
+    @property
+    def freq_scale(self) -> float:
+        """Factor the change moved frequencies by (band edges are stretched by it)."""
+        return 1.0 + self.change if self.mode in ("speed", "pitch") else 1.0
+
+    @property
+    def time_scale(self) -> float:
+        """View frame h is received frame ``phase + h * time_scale``."""
+        return 1.0 / (1.0 + self.change) if self.mode in ("speed", "tempo") else 1.0
+
+
+def pitch_change(cents: float) -> float:
+    """A pitch shift of ``cents`` as a frequency factor - 1."""
+    return round(2.0 ** (cents / 1200.0) - 1.0, 6)
+
+
 class View:
     """The received audio under one hypothesis; frame h of the view is received frame
     ``phase + h * time_scale`` (4 ms frames).
@@ -45,41 +79,35 @@ class View:
     Its arrays are made when first read and kept in its ``Views``' bounded cache, so holding
     a view (a sync candidate does) holds no audio-length memory."""
 
-    def __init__(self, owner: Views, scale: float, phase: float, weighting: str) -> None:
+    def __init__(self, owner: Views, hyp: Hypothesis) -> None:
         self._owner = weakref.proxy(owner)  # no cycle: the arrays go as soon as the Views do
-        self.scale = scale  # speed change undone (0 for none)
-        self.weighting = weighting
-        self.phase = phase
-        self.time_scale = 1.0 / (1.0 + scale)
+        self.hyp = hyp
+        self.scale = hyp.change  # change undone (0 for none): ``Hypothesis.change``
+        self.weighting = hyp.weighting
+        self.phase = hyp.phase
+        self.time_scale = hyp.time_scale
+        self.mode = hyp.mode  # none / speed / pitch / tempo
 
     @property
     def frames(self) -> int:
         """How many frames the view has (``len(self.phasor)``, without computing it)."""
-        return self._owner._frames(self.scale, self.phase)
-
-    @property
-    def key(self) -> tuple[float, float, str]:
-        return (self.scale, self.phase, self.weighting)
+        return self._owner._frames(self.time_scale, self.phase)
 
     @property
     def phasor(self) -> np.ndarray:
         """(frames, BANDS) complex: weight * exp(2 pi i value / step)."""
-        return self._owner._arrays(self)[0]
+        return self._owner._arrays(self.hyp)[0]
 
     @property
     def square(self) -> np.ndarray:
         """(frames, BANDS) complex: weight * exp(4 pi i value / step) (blind sync)."""
-        return self._owner._arrays(self)[1]
+        return self._owner._arrays(self.hyp)[1]
 
     @property
     def activity(self) -> np.ndarray:
         """(frames, BANDS): speech activity of the cell's slots (0..1)."""
-        phasor, _, activity = self._owner._arrays(self)
+        phasor, _, activity = self._owner._arrays(self.hyp)
         return np.broadcast_to(activity[:, None], phasor.shape)
-
-    @property
-    def mode(self) -> str:
-        return "speed" if self.scale else "none"
 
     def seconds(self, frame: float) -> float:
         """Time in the received audio of view frame ``frame``."""
@@ -89,11 +117,11 @@ class View:
 class Views:
     """The hypotheses in search order (no change first), each computed on first use.
 
-    Memory is bounded: only the short-time power is kept for the whole search; the cells and
-    view arrays of each hypothesis live in a least-recently-used cache of at most
-    ``cache_bytes`` (by default what ``DETECT_BYTES`` leaves after the search's other arrays,
-    at least ``MIN_CACHE_BYTES``) and are computed again, identically, when needed after being
-    dropped. Short inputs fit whole and are computed once, as before."""
+    Memory is bounded: only the short-time power is kept for the whole search; the band
+    energies, cells and view arrays of each hypothesis live in a least-recently-used cache of
+    at most ``cache_bytes`` (by default what ``DETECT_BYTES`` leaves after the search's other
+    arrays, at least ``MIN_CACHE_BYTES``) and are computed again, identically, when needed after
+    being dropped. Short inputs fit whole and are computed once, as before."""
 
     def __init__(self, x8: np.ndarray, cache_bytes: int | None = None) -> None:
         self._power = an.power(x8)
@@ -102,52 +130,72 @@ class Views:
             MIN_CACHE_BYTES, DETECT_BYTES - OTHER_BYTES_PER_FRAME * frames)
         self._cache: OrderedDict[tuple, tuple[int, object]] = OrderedDict()
         self._cached_bytes = 0
-        self._views: dict[tuple[float, float, str], View | None] = {}
-        self._short: set[tuple[float, float]] = set()
+        self._views: dict[Hypothesis, View | None] = {}
+        self._short: set[tuple[float, float, float]] = set()
         self.computed = 0  # cells computed (a measure of the work the cache bound costs)
         speeds = sorted((s for s in SCALES if s), key=lambda s: (abs(s), s))
-        self.plan: list[tuple[float, float, str]] = [
-            (0.0, p, w) for w in WEIGHTINGS for p in PHASES
-        ] + [(s, p, "codec") for s in speeds for p in SPEED_PHASES]
+        self.plan: list[Hypothesis] = [
+            Hypothesis("none", 0.0, p, w) for w in WEIGHTINGS for p in PHASES
+        ] + [Hypothesis("speed", s, p) for s in speeds for p in SPEED_PHASES]
+        self.wide_plan: list[Hypothesis] = [
+            Hypothesis("none", 0.0, p, w) for w in WIDE_WEIGHTINGS for p in PHASES
+        ] + [
+            Hypothesis(mode, change, p)
+            for mode, changes in (
+                ("speed", [sign * s for s in WIDE_SPEEDS for sign in (1, -1)]),
+                ("pitch", [pitch_change(sign * c) for c in PITCH_CENTS for sign in (1, -1)]),
+                ("tempo", [sign * t for t in TEMPOS for sign in (1, -1)]))
+            for change in changes for p in SPEED_PHASES
+        ]
 
-    def get(self, scale: float, phase: float, weighting: str = "codec") -> View | None:
+    def get(self, hyp: Hypothesis) -> View | None:
         """The view of one hypothesis, or None if the audio is too short for a unit."""
-        key = (scale, phase, weighting)
-        if key not in self._views:
-            cells = self._cells(scale, phase)
-            self._views[key] = None if cells is None else View(self, scale, phase, weighting)
-        return self._views[key]
+        if hyp not in self._views:
+            cells = self._cells(hyp.freq_scale, hyp.time_scale, hyp.phase)
+            self._views[hyp] = None if cells is None else View(self, hyp)
+        return self._views[hyp]
 
-    def _frames(self, scale: float, phase: float) -> int:
-        """Frames of the views of one hypothesis: ``stretch_frames``' rows, less a slot for
-        the slots' energies and another for the cells (two slots)."""
-        time_scale = 1.0 / (1.0 + scale)
+    def compute(self, hyp: Hypothesis) -> View | None:
+        """As ``get`` (the bounded cache decides what is kept)."""
+        return self.get(hyp)
+
+    def _frames(self, time_scale: float, phase: float) -> int:
+        """Frames of the views of one shape: ``stretch_frames``' rows, less a slot for the
+        slots' energies and another for the cells (two slots)."""
         rows = len(self._power) if time_scale == 1.0 and phase == 0.0 else \
             int(np.floor((len(self._power) - 1 - phase) / time_scale)) + 1
         return rows - 2 * an.SLOT_HOPS
 
     # --- the cache --------------------------------------------------------------------------
-    def _cells(self, scale: float, phase: float) -> _Cells | None:
-        if (scale, phase) in self._short:
+    def _band_energy(self, freq_scale: float) -> np.ndarray:
+        bands = self._cached(("bands", freq_scale))
+        if bands is None:
+            bands = an.band_energy(self._power, freq_scale)
+            self._keep(("bands", freq_scale), bands, bands.nbytes)
+        return bands  # type: ignore[return-value]
+
+    def _cells(self, freq_scale: float, time_scale: float, phase: float) -> _Cells | None:
+        shape = (freq_scale, time_scale, phase)
+        if shape in self._short:
             return None
-        cells = self._cached(("cells", scale, phase))
+        cells = self._cached(("cells", *shape))
         if cells is None:
-            cells = _cells(self._power, scale, phase)
+            cells = _cells(self._band_energy(freq_scale), time_scale, phase)
             self.computed += 1
             if cells is None:
-                self._short.add((scale, phase))
+                self._short.add(shape)
                 return None
-            self._keep(("cells", scale, phase), cells, cells.nbytes)
+            self._keep(("cells", *shape), cells, cells.nbytes)
         return cells  # type: ignore[return-value]
 
-    def _arrays(self, view: View) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(phasor, square, activity) of ``view``, from the cache or computed now."""
-        arrays = self._cached(("view", *view.key))
+    def _arrays(self, hyp: Hypothesis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(phasor, square, activity) of ``hyp``'s view, from the cache or computed now."""
+        arrays = self._cached(("view", hyp))
         if arrays is None:
-            cells = self._cells(view.scale, view.phase)
+            cells = self._cells(hyp.freq_scale, hyp.time_scale, hyp.phase)
             assert cells is not None  # get() made no view of a too-short hypothesis
-            arrays = cells.arrays(view.weighting)
-            self._keep(("view", *view.key), arrays, sum(a.nbytes for a in arrays[:2]))
+            arrays = cells.arrays(hyp)
+            self._keep(("view", hyp), arrays, sum(a.nbytes for a in arrays[:2]))
         return arrays  # type: ignore[return-value]
 
     def _cached(self, key: tuple) -> object | None:
@@ -171,52 +219,64 @@ class Views:
 class _Cells:
     """Weighting-independent parts of a view."""
 
+    log_e: np.ndarray  # (frames + 8, BANDS) slot log energies
     unit: np.ndarray  # (frames, BANDS) reliability * exp(2 pi i value / step)
     activity: np.ndarray  # (frames,) speech activity of the cell's two slots
-    loud_db: np.ndarray  # (frames, BANDS) how far (dB) the weaker tile is below the loud tiles
+    slot_activity: np.ndarray  # (frames + 8,) speech activity of each slot
 
     @property
     def nbytes(self) -> int:
-        return self.unit.nbytes + self.activity.nbytes + self.loud_db.nbytes
+        return sum(a.nbytes for a in (self.log_e, self.unit, self.activity, self.slot_activity))
 
-    def arrays(self, weighting: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(phasor, square, activity) under ``weighting``."""
-        weight = self.activity[:, None] * (self.loud_weight() if weighting == "noise" else 1.0)
+    def arrays(self, hyp: Hypothesis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(phasor, square, activity) of the view under ``hyp``'s weighting."""
+        extra = {"noise": self.loud_weight, "onset": self.onset_weight}.get(hyp.weighting)
+        weight = self.activity[:, None] * (1.0 if extra is None else extra())
         phasor = weight * self.unit
         return phasor, phasor * self.unit, self.activity
 
+    def tiles(self) -> tuple[np.ndarray, np.ndarray]:
+        """Log energies of each cell's first and second tile (frames, BANDS)."""
+        frames = len(self.unit)
+        return self.log_e[:frames], self.log_e[an.SLOT_HOPS : an.SLOT_HOPS + frames]
+
     def loud_weight(self) -> np.ndarray:
-        return np.exp(-np.maximum(self.loud_db - NOISE_KNEE_DB, 0.0) / NOISE_DB)
+        """A fall of e per ``NOISE_DB`` for cells whose weaker tile is more than
+        ``NOISE_KNEE_DB`` below the loud tiles."""
+        loud = self.log_e[self.slot_activity > 0]
+        top = np.percentile(loud, 99) if len(loud) else 0.0  # the loud tiles
+        loud_db = np.maximum(top - np.minimum(*self.tiles()), 0.0) / _DB
+        return np.exp(-np.maximum(loud_db - NOISE_KNEE_DB, 0.0) / NOISE_DB)
+
+    def onset_weight(self) -> np.ndarray:
+        """Trust in each cell against echoes: a logistic of how far (dB) the cell's weaker tile
+        stands above the loudest tile of its band 64-192 ms earlier (an echo tail fills decays,
+        not onsets). Key-independent."""
+        frames = len(self.unit)
+        first, second = self.tiles()
+        low, high = ONSET_LAGS
+        padded = np.vstack([np.full((high, self.log_e.shape[1]), -np.inf), self.log_e])
+        # earlier[t] = max of log_e[t - high .. t - low] (padded rows t .. t + high - low)
+        earlier = sliding_window_view(padded, high - low + 1, axis=0).max(axis=-1)
+        margin = np.where(first <= second, first - earlier[:frames],
+                          second - earlier[an.SLOT_HOPS : an.SLOT_HOPS + frames])
+        margin_db = np.clip(margin / _DB, -60.0, 60.0)
+        return 1.0 / (1.0 + np.exp(-margin_db / ONSET_WIDTH_DB))
 
 
-def _cells(power: np.ndarray, scale: float, phase: float) -> _Cells | None:
-    time_scale = 1.0 / (1.0 + scale)
-    bands = an.stretch_frames(an.band_energy(power, 1.0 + scale), time_scale, phase)
+def _cells(band_energy: np.ndarray, time_scale: float, phase: float) -> _Cells | None:
+    bands = an.stretch_frames(band_energy, time_scale, phase)
     if len(bands) < UNIT_HOPS // 2:
         return None
     log_e = an.slot_log_energy(bands)
-    del bands
     first, second = log_e[: -an.SLOT_HOPS], log_e[an.SLOT_HOPS :]
     steps = an.cell_steps(first, second)
-    angle = an.cell_values(log_e)
-    angle *= 2 * np.pi
-    angle /= steps
+    angle = an.cell_values(log_e) * (2 * np.pi) / steps
     unit = np.empty(angle.shape, dtype=complex)
-    np.cos(angle, out=unit.real)
-    np.sin(angle, out=unit.imag)
-    del angle
-    steps /= steps + RELIABLE_STEP
-    unit *= steps
-    del steps
+    unit.real, unit.imag = np.cos(angle), np.sin(angle)
+    unit *= steps / (steps + RELIABLE_STEP)
     act = _activity(log_e)
-    loud = log_e[act > 0]
-    top = np.percentile(loud, 99) if len(loud) else 0.0
-    del loud
-    loud_db = np.minimum(first, second)
-    np.subtract(top, loud_db, out=loud_db)
-    np.maximum(loud_db, 0.0, out=loud_db)
-    loud_db /= _DB
-    return _Cells(unit, act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :], loud_db)
+    return _Cells(log_e, unit, act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :], act)
 
 
 def _activity(log_e: np.ndarray) -> np.ndarray:
