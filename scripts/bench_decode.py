@@ -55,7 +55,30 @@ def wav_header(channels: int, rate: int, data_bytes: int, payload: bytes) -> byt
             + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_bytes) + payload)
 
 
-def cases(tmp: Path) -> dict[str, bytes]:
+MARKED_TEXT = ("Every word I say carries a watermark. It names a record kept by the service that "
+               "spoke it, and it survives compression, noise and small changes of speed. ")
+
+
+def marked_speech(seconds: float) -> bytes:
+    """Real speech from the model layer's voice, repeated to ``seconds``, marked with the key
+    the verify child uses (all zeros): a WAV whose verdict is ``marked``."""
+    import numpy as np
+    from voxproof.audio import encode
+    from voxproof.deadline import Deadline
+    from voxproof.settings import Settings
+    from voxproof.voice import load_voice
+    from voxproof.watermark import WatermarkKey, embed
+
+    voice = load_voice(Settings(torch_threads=1))
+    speech = voice.synthesize(MARKED_TEXT, deadline=Deadline.after(600), max_chars=1000)
+    rate = speech.sample_rate
+    host = np.tile(speech.samples, -(-int(seconds * rate) // len(speech.samples)))
+    host = host[: int(seconds * rate)]
+    return encode(embed(host, rate, WatermarkKey(bytes(32)), 0x0123456789).astype(np.float32),
+                  rate, "wav")
+
+
+def cases(tmp: Path, *, max_s: float = 139.0) -> dict[str, bytes]:
     rng = random.Random(12)
     speech = tone(tmp, "t.wav", 22050, 1, 8, "-f", "wav")
     out = {
@@ -83,6 +106,7 @@ def cases(tmp: Path) -> dict[str, bytes]:
         "WAV 8ch 192 kHz header, tiny body": wav_header(8, 192000, 0xFFFFFFFF, bytes(4096)),
         "WAV 22 kHz speech-like 8 s": speech,
         "WAV truncated at 60 %": speech[: len(speech) * 6 // 10],
+        f"WAV 22 kHz marked speech {max_s:.0f} s (the API's longest)": marked_speech(max_s),
     }
     flipped = bytearray(out["FLAC 2ch 48 kHz 30 s tone"])
     for _ in range(40):
@@ -246,7 +270,7 @@ def main() -> int:
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        for name, data in cases(tmp).items():
+        for name, data in cases(tmp, max_s=599.0 if args.cli_limits else 139.0).items():
             if args.only and args.only not in name:
                 continue
             path = tmp / "upload.bin"

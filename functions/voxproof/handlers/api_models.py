@@ -35,6 +35,9 @@ from voxproof.provenance import ProvenanceRecord
 #: What one S3 key may look like: printable, no control characters, at most S3's 1024 bytes.
 S3_KEY_PATTERN: Final = r"^[^\x00-\x1f\x7f]{1,1024}$"
 VOICE_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
+#: What the document can say of speech text: no control character (tab, line feed and carriage
+#: return are whitespace). The rest of the policy (docs/text.md) is the server's 422 answers.
+TEXT_PATTERN: Final = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
 
 
 class _Request(BaseModel):
@@ -63,8 +66,8 @@ def speech_text(max_chars: int) -> Any:
         prepare(value, max_chars=max_chars)
         return value
 
-    return Annotated[str, Field(strict=True, json_schema_extra={"maxLength": max_chars}),
-                     AfterValidator(check)]
+    return Annotated[str, Field(strict=True, json_schema_extra={
+        "minLength": 1, "maxLength": max_chars, "pattern": TEXT_PATTERN}), AfterValidator(check)]
 
 
 @cache

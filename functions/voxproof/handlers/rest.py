@@ -27,7 +27,10 @@ flushed per invocation.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import wave
 from collections.abc import Callable
 from functools import cache
 from typing import Any, Final
@@ -82,6 +85,16 @@ VERIFY_PATHS: Final = ("/v1/verify", "/v1/verify/detailed")
 #: Routes that take audio as the body, verify's limit (the Soft Binding API's byContent too).
 AUDIO_BODY_PATHS: Final = (*VERIFY_PATHS, "/v1/c2pa/matches/byContent")
 VERIFY_BODY_MAX_BYTES: Final = (DEFAULT_LIMITS.max_bytes + 2) // 3 * 4 + 64 * 1024
+#: Strict base64 with padding (``base64.b64decode(..., validate=True)`` accepts exactly this).
+BASE64_PATTERN: Final = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+#: An object verify may read: under ``verify/``, no control characters, S3's 1,024 bytes at most
+#: (``storage.InputBucket.check_key`` also refuses ``.`` and ``..`` parts).
+VERIFY_KEY_PATTERN: Final = r"^verify/[^\x00-\x1f\x7f]{1,1017}$"
+#: A binding value of voxproof's algorithm: base64 of a 40-bit record id (5 bytes).
+BINDING_PATTERN: Final = r"^[A-Za-z0-9+/]{7}=$"
+#: A voxproof manifest id: ``urn:c2pa:`` and a canonical version-4 UUID.
+MANIFEST_ID_PATTERN: Final = (r"^urn:c2pa:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}"
+                              r"-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")
 #: The API's S3 client: a slow bucket must not use up a 29 s request.
 S3_CONFIG: Final = {"retries": {"max_attempts": 3, "mode": "standard"},
                     "connect_timeout": 3, "read_timeout": 10}
@@ -125,7 +138,7 @@ def make_app(settings: Settings) -> APIGatewayRestResolver:
     app.include_router(verify.router())
     app.include_router(c2pa.router())
     app.include_router(health.router())
-    document = cache(lambda: openapi_document(app))
+    document = cache(lambda: openapi_document(app, s3_keys=bool(settings.input_bucket)))
 
     @app.get("/v1/openapi.json", include_in_schema=False)
     def openapi():
@@ -135,30 +148,101 @@ def make_app(settings: Settings) -> APIGatewayRestResolver:
     return app
 
 
-def openapi_document(app: APIGatewayRestResolver) -> dict[str, Any]:
+def openapi_document(app: APIGatewayRestResolver, *, s3_keys: bool = True) -> dict[str, Any]:
     """The API's OpenAPI 3.1 document (verify's two body forms added by hand: its route reads
-    the body itself, since a binary upload is not a model)."""
+    the body itself, since a binary upload is not a model). ``s3_keys``: the deployment has an
+    input bucket, so verify's JSON may name an object (without one, the document offers
+    ``audio_base64`` only, as the server accepts)."""
     doc = json.loads(app.get_openapi_json_schema(
         title="voxproof", version=__version__,
         description="Text-to-speech that watermarks everything it says, and verifies marks.",
     ))
-    schema = VerifyJsonRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    doc["components"]["schemas"]["VerifyJsonRequest"] = schema
+    doc["components"]["schemas"]["VerifyJsonRequest"] = verify_json_schema(s3_keys=s3_keys)
+    upload = {"type": "string", "format": "binary", "minLength": 1}
     for path in VERIFY_PATHS:
         doc["paths"][path]["post"]["requestBody"] = {
             "required": True,
             "content": {
-                JSON_TYPE: {"schema": {"$ref": "#/components/schemas/VerifyJsonRequest"}},
-                "audio/*": {"schema": {"type": "string", "format": "binary"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                JSON_TYPE: {"schema": {"$ref": "#/components/schemas/VerifyJsonRequest"},
+                            "examples": {"silence": {
+                                "summary": "A quarter second of silence (not_found)",
+                                "value": {"audio_base64": _silence_wav_base64()}}}},
+                "audio/*": {"schema": upload},
+                "application/octet-stream": {"schema": upload},
             },
         }
-    binary = {"schema": {"type": "string", "format": "binary"}}
+    binary = {"schema": upload}
     doc["paths"]["/v1/c2pa/matches/byContent"]["post"]["requestBody"] = {
         "required": True, "content": {"audio/*": binary, "application/octet-stream": binary}}
-    doc["paths"]["/v1/c2pa/matches/byBinding"]["post"]["requestBody"] = {
-        "required": True, "content": {JSON_TYPE: {"schema": c2pa.SoftBindingQuery.model_json_schema()}}}
+    _c2pa_parameters(doc)
     return doc
+
+
+def _c2pa_parameters(doc: dict[str, Any]) -> None:
+    """What the Soft Binding routes read beyond their signatures, as the server checks it: the
+    query's ``alg``/``value`` (GET byBinding), ``maxResults`` (an integer >= 1), a binding value
+    of voxproof's algorithm in the JSON body (base64 of 5 bytes; a query cannot tie ``value``
+    to ``alg``), a manifest id (``urn:c2pa:`` and a v4 UUID)."""
+    from voxproof.credentials.manifest import ALGORITHM
+
+    query = {"type": "object", "additionalProperties": False, "required": ["alg", "value"],
+             "properties": {"alg": {"type": "string", "maxLength": 256},
+                            "value": {"type": "string", "maxLength": 4096}},
+             "if": {"properties": {"alg": {"const": ALGORITHM}}},
+             "then": {"properties": {"value": {"pattern": BINDING_PATTERN}}}}
+    doc["paths"]["/v1/c2pa/matches/byBinding"]["post"]["requestBody"] = {
+        "required": True, "content": {JSON_TYPE: {"schema": query}}}
+    most = {"name": "maxResults", "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": 1}}
+    for path, method in (("matches/byBinding", "post"), ("matches/byContent", "post")):
+        doc["paths"][f"/v1/c2pa/{path}"][method]["parameters"] = [most]
+    doc["paths"]["/v1/c2pa/matches/byBinding"]["get"]["parameters"] = [
+        {"name": "alg", "in": "query", "required": True, "schema": {"type": "string",
+                                                                    "minLength": 1}},
+        {"name": "value", "in": "query", "required": True, "schema": {"type": "string",
+                                                                      "minLength": 1}}, most]
+    for operation in doc["paths"]["/v1/c2pa/manifests/{manifest_id}"].values():
+        for parameter in operation.get("parameters", []):
+            if parameter["name"] == "manifest_id":
+                parameter["schema"]["pattern"] = MANIFEST_ID_PATTERN
+
+
+def verify_json_schema(*, s3_keys: bool) -> dict[str, Any]:
+    """``VerifyJsonRequest`` as the server enforces it: exactly one of ``audio_base64``
+    (strict, padded base64 of at least one byte) or ``s3_key`` (under ``verify/``), the other
+    absent or null; ``s3_key`` only when the deployment has an input bucket."""
+    schema = VerifyJsonRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    properties = schema["properties"]
+    audio = {"type": "string", "minLength": 4, "pattern": BASE64_PATTERN}
+    key = {"type": "string", "pattern": VERIFY_KEY_PATTERN}
+    if not s3_keys:
+        properties["audio_base64"] = {**audio, **_doc(properties["audio_base64"])}
+        del properties["s3_key"]
+        return {**schema, "required": ["audio_base64"]}
+    null: dict[str, Any] = {"type": "null"}
+    properties["audio_base64"] = {"anyOf": [audio, null], **_doc(properties["audio_base64"])}
+    properties["s3_key"] = {"anyOf": [key, null], **_doc(properties["s3_key"])}
+    schema["oneOf"] = [
+        {"required": ["audio_base64"], "properties": {"audio_base64": audio, "s3_key": null}},
+        {"required": ["s3_key"], "properties": {"s3_key": key, "audio_base64": null}},
+    ]
+    return schema
+
+
+def _silence_wav_base64(seconds: float = 0.25, rate: int = 8000) -> str:
+    """A short silent 16-bit mono WAV, base64-encoded: the document's verify example."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(bytes(2 * int(seconds * rate)))
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _doc(schema: dict[str, Any]) -> dict[str, Any]:
+    """A property schema's title and description."""
+    return {k: v for k, v in schema.items() if k in ("title", "description")}
 
 
 def _check_request(event: dict[str, Any]) -> None:

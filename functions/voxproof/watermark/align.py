@@ -238,46 +238,60 @@ def followed_fold(views: list[View], pattern: Pattern) -> tuple[np.ndarray, Cand
     (decision feedback). Returns (fold, a candidate for the report) or None if too short.
     """
     frames = FOLLOW_BLOCKS * _ROWS
-    n = min(len(v.phasor) for v in views)
+    n = min(v.frames for v in views)
     if n < 2 * frames:
         return None
     n_windows = -(-n // frames)
     phases = len(views)
-
-    def blocks(arrays: list[np.ndarray]) -> np.ndarray:  # (W, P, J, 16, BANDS)
-        stacked = np.zeros((phases, n_windows * frames, BANDS), dtype=complex)
-        for i, a in enumerate(arrays):
-            stacked[i, :n] = a[:n]
-        return stacked.reshape(phases, n_windows, FOLLOW_BLOCKS, _ROWS, BANDS).swapaxes(0, 1)
-
-    x = blocks([v.phasor for v in views])
-    sq = blocks([v.square for v in views])
+    stacked = np.zeros((phases, n_windows * frames, BANDS), dtype=complex)
+    x = stacked.reshape(phases, n_windows, FOLLOW_BLOCKS, _ROWS, BANDS).swapaxes(0, 1)
     first = ((np.arange(n_windows) * FOLLOW_BLOCKS) % UNIT_BLOCKS)[:, None]
     first = np.broadcast_to(first, (n_windows, phases))
-    power = x.real**2 + x.imag**2
     cells, signs = pilot_cells(pattern)
     blind = np.flatnonzero(~pattern.is_pilot)
-    t = correlate(x, first, key_weights(pattern, cells, signs))
-    t += correlate(sq, first, key_weights(pattern, blind, 1.0, harmonic=2))
-    n2 = correlate(power, first, null_weights(pattern, cells))
-    n2 += correlate(sq.real**2 + sq.imag**2, first, null_weights(pattern, blind))
+    pilots, pilots_null = key_weights(pattern, cells, signs), null_weights(pattern, cells)
+    blinds, blinds_null = key_weights(pattern, blind, 1.0, harmonic=2), null_weights(pattern, blind)
+    # x: (W, P, J, 16, BANDS). One phase at a time (the same sums, so the same numbers): only
+    # one view's arrays and one phase's temporaries exist at once, whatever the input's length.
+    t = np.empty((n_windows, phases, UNIT_HOPS))
+    n2 = np.empty((n_windows, phases, UNIT_HOPS))
+    n2_all = np.empty((n_windows, phases, _ROWS))  # every cell is read: the null variance is
+    for p, view in enumerate(views):  # the window's power at that row, any block
+        stacked[p, :n] = view.phasor[:n]
+        xp, sq = x[:, p], _phase_blocks(view.square, n, n_windows)
+        power = xp.real**2 + xp.imag**2
+        t[:, p] = correlate(xp, first[:, p], pilots)
+        t[:, p] += correlate(sq, first[:, p], blinds)
+        n2[:, p] = correlate(power, first[:, p], pilots_null)
+        n2[:, p] += correlate(sq.real**2 + sq.imag**2, first[:, p], blinds_null)
+        n2_all[:, p] = 0.5 * power.sum(axis=(1, 3))
+        del xp, sq, power
     scores = _state_scores(t, n2)
     moves = max((_drift_moves(-rate * frames * phases) for rate in FOLLOW_RATES),
                 key=lambda m: _viterbi_path(scores, *m)[1])
     path = _viterbi_path(scores, *moves)[0]
     total = _fold_path(x, path, phases)
-    # every cell is read: the null variance is the window's power at that row, any block
-    n2_all = 0.5 * power.sum(axis=(2, 4))  # (W, P, 16 rows)
     n2_all = np.tile(n2_all, (1, 1, UNIT_BLOCKS))  # alignment 16 a + r -> row r
     all_cells = np.arange(len(pattern.block))
     for _ in range(FEEDBACK_ROUNDS):
         coded = ecc.encode(decode_fold(total, pattern))
         weights = key_weights(pattern, all_cells, 1.0 - 2.0 * pattern.cell_bits(coded))
-        scores = _state_scores(correlate(x, first, weights), n2_all)
+        for p in range(phases):
+            t[:, p] = correlate(x[:, p], first[:, p], weights)
+        scores = _state_scores(t, n2_all)
         path = _viterbi_path(scores, *moves)[0]
         total = _fold_path(x, path, phases)
     offset, phase = divmod(int(path[0]), phases)
     return total, Candidate(views[phase], 0, n, offset, float(scores.max()))
+
+
+def _phase_blocks(array: np.ndarray, n: int, n_windows: int) -> np.ndarray:
+    """The first ``n`` frames of one view's ``array`` as (W, J, 16, BANDS) windows, the last
+    padded with zeros."""
+    frames = FOLLOW_BLOCKS * _ROWS
+    out = np.zeros((n_windows * frames, BANDS), dtype=complex)
+    out[:n] = array[:n]
+    return out.reshape(n_windows, FOLLOW_BLOCKS, _ROWS, BANDS)
 
 
 def _state_scores(t: np.ndarray, n2: np.ndarray) -> np.ndarray:

@@ -68,15 +68,26 @@ def frame_count(n_samples: int) -> int:
     return max(0, (n_samples + HOP // 2) // HOP)
 
 
+POWER_BLOCK_FRAMES: Final = 4096
+"""``power`` transforms this many frames at a time (16 s of audio), so its temporaries (windowed
+frames, complex spectra) stay a few MB whatever the input's length."""
+
+
 def power(x8: np.ndarray) -> np.ndarray:
-    """Short-time power (frames x 129 bins); frame g is centred on sample 32 g + 16."""
+    """Short-time power (frames x 129 bins); frame g is centred on sample 32 g + 16.
+
+    Computed ``POWER_BLOCK_FRAMES`` frames at a time (each row is its own transform, so the
+    result is the same, bit for bit, as one transform of every frame)."""
     n = frame_count(len(x8))
     lead = FRAME // 2 - HOP // 2
     padded = np.zeros(lead + HOP * n + FRAME)
     padded[lead : lead + len(x8)] = x8
-    frames = sliding_window_view(padded, FRAME)[: HOP * n : HOP] * _WINDOW
-    spec = np.fft.rfft(frames, axis=1)
-    return spec.real**2 + spec.imag**2
+    frames = sliding_window_view(padded, FRAME)[: HOP * n : HOP]
+    out = np.empty((n, FRAME // 2 + 1))
+    for start in range(0, n, POWER_BLOCK_FRAMES):
+        spec = np.fft.rfft(frames[start : start + POWER_BLOCK_FRAMES] * _WINDOW, axis=1)
+        np.add(spec.real**2, spec.imag**2, out=out[start : start + POWER_BLOCK_FRAMES])
+    return out
 
 
 def band_energy(power_: np.ndarray, freq_scale: float = 1.0) -> np.ndarray:

@@ -10,6 +10,8 @@ decoded; they do not enter the false-positive bound (docs/watermark.md, "Views",
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,6 +37,12 @@ NOISE_KNEE_DB: Final = 15.0  # ... beyond this many
 ONSET_LAGS: Final = (16, 48)  # "onset": the same band 64 .. 192 ms earlier (in 4 ms hops) ...
 ONSET_WIDTH_DB: Final = 3.0  # ... weight = logistic((weaker tile - loudest of those) / this)
 _DB: Final = np.log(10.0) / 10.0
+DETECT_BYTES: Final = 200 * 2**20
+"""What a detection may hold: ``Views`` gives its cache what the rest leaves of this."""
+OTHER_BYTES_PER_FRAME: Final = 4_000
+"""What a detection holds besides the cache, per 4 ms frame: the power (1 KB), the followed
+alignment's four stacked views (1.8 KB), the temporaries of computing one hypothesis."""
+MIN_CACHE_BYTES: Final = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -64,19 +72,42 @@ def pitch_change(cents: float) -> float:
     return round(2.0 ** (cents / 1200.0) - 1.0, 6)
 
 
-@dataclass
 class View:
     """The received audio under one hypothesis; frame h of the view is received frame
-    ``phase + h * time_scale`` (4 ms frames)."""
+    ``phase + h * time_scale`` (4 ms frames).
 
-    scale: float  # change undone (0 for none): ``Hypothesis.change``
-    weighting: str
-    phase: float
-    time_scale: float
-    phasor: np.ndarray  # (frames, BANDS) complex: weight * exp(2 pi i value / step)
-    square: np.ndarray  # (frames, BANDS) complex: weight * exp(4 pi i value / step) (blind sync)
-    activity: np.ndarray  # (frames, BANDS): speech activity of the cell's slots (0..1)
-    mode: str = "none"  # none / speed / pitch / tempo
+    Its arrays are made when first read and kept in its ``Views``' bounded cache, so holding
+    a view (a sync candidate does) holds no audio-length memory."""
+
+    def __init__(self, owner: Views, hyp: Hypothesis) -> None:
+        self._owner = weakref.proxy(owner)  # no cycle: the arrays go as soon as the Views do
+        self.hyp = hyp
+        self.scale = hyp.change  # change undone (0 for none): ``Hypothesis.change``
+        self.weighting = hyp.weighting
+        self.phase = hyp.phase
+        self.time_scale = hyp.time_scale
+        self.mode = hyp.mode  # none / speed / pitch / tempo
+
+    @property
+    def frames(self) -> int:
+        """How many frames the view has (``len(self.phasor)``, without computing it)."""
+        return self._owner._frames(self.time_scale, self.phase)
+
+    @property
+    def phasor(self) -> np.ndarray:
+        """(frames, BANDS) complex: weight * exp(2 pi i value / step)."""
+        return self._owner._arrays(self.hyp)[0]
+
+    @property
+    def square(self) -> np.ndarray:
+        """(frames, BANDS) complex: weight * exp(4 pi i value / step) (blind sync)."""
+        return self._owner._arrays(self.hyp)[1]
+
+    @property
+    def activity(self) -> np.ndarray:
+        """(frames, BANDS): speech activity of the cell's slots (0..1)."""
+        phasor, _, activity = self._owner._arrays(self.hyp)
+        return np.broadcast_to(activity[:, None], phasor.shape)
 
     def seconds(self, frame: float) -> float:
         """Time in the received audio of view frame ``frame``."""
@@ -84,13 +115,24 @@ class View:
 
 
 class Views:
-    """The hypotheses in search order (no change first), each computed on first use."""
+    """The hypotheses in search order (no change first), each computed on first use.
 
-    def __init__(self, x8: np.ndarray) -> None:
+    Memory is bounded: only the short-time power is kept for the whole search; the band
+    energies, cells and view arrays of each hypothesis live in a least-recently-used cache of
+    at most ``cache_bytes`` (by default what ``DETECT_BYTES`` leaves after the search's other
+    arrays, at least ``MIN_CACHE_BYTES``) and are computed again, identically, when needed after
+    being dropped. Short inputs fit whole and are computed once, as before."""
+
+    def __init__(self, x8: np.ndarray, cache_bytes: int | None = None) -> None:
         self._power = an.power(x8)
-        self._bands: dict[float, np.ndarray] = {}
-        self._cells: dict[tuple[float, float, float], _Cells | None] = {}
+        frames = len(self._power)
+        self.cache_bytes = cache_bytes if cache_bytes is not None else max(
+            MIN_CACHE_BYTES, DETECT_BYTES - OTHER_BYTES_PER_FRAME * frames)
+        self._cache: OrderedDict[tuple, tuple[int, object]] = OrderedDict()
+        self._cached_bytes = 0
         self._views: dict[Hypothesis, View | None] = {}
+        self._short: set[tuple[float, float, float]] = set()
+        self.computed = 0  # cells computed (a measure of the work the cache bound costs)
         speeds = sorted((s for s in SCALES if s), key=lambda s: (abs(s), s))
         self.plan: list[Hypothesis] = [
             Hypothesis("none", 0.0, p, w) for w in WEIGHTINGS for p in PHASES
@@ -107,33 +149,70 @@ class Views:
         ]
 
     def get(self, hyp: Hypothesis) -> View | None:
-        """The view of one hypothesis, or None if the audio is too short for a unit. Kept for
-        the next key."""
+        """The view of one hypothesis, or None if the audio is too short for a unit."""
         if hyp not in self._views:
-            shape = (hyp.freq_scale, hyp.time_scale, hyp.phase)
-            if shape not in self._cells:
-                self._cells[shape] = _cells(self._band_energy(hyp.freq_scale), *shape[1:])
-            cells = self._cells[shape]
-            self._views[hyp] = None if cells is None else cells.view(hyp)
+            cells = self._cells(hyp.freq_scale, hyp.time_scale, hyp.phase)
+            self._views[hyp] = None if cells is None else View(self, hyp)
         return self._views[hyp]
 
     def compute(self, hyp: Hypothesis) -> View | None:
-        """As ``get``, but nothing new is kept: the second stage's views (32 of them) would
-        otherwise hold about 2.4 times the first stage's memory on a long input."""
-        if hyp in self._views:
-            return self._views[hyp]
-        shape = (hyp.freq_scale, hyp.time_scale, hyp.phase)
-        cells = self._cells.get(shape)
-        if cells is None and shape not in self._cells:
-            bands = self._bands.get(hyp.freq_scale)
-            cells = _cells(an.band_energy(self._power, hyp.freq_scale) if bands is None
-                           else bands, *shape[1:])
-        return None if cells is None else cells.view(hyp)
+        """As ``get`` (the bounded cache decides what is kept)."""
+        return self.get(hyp)
 
+    def _frames(self, time_scale: float, phase: float) -> int:
+        """Frames of the views of one shape: ``stretch_frames``' rows, less a slot for the
+        slots' energies and another for the cells (two slots)."""
+        rows = len(self._power) if time_scale == 1.0 and phase == 0.0 else \
+            int(np.floor((len(self._power) - 1 - phase) / time_scale)) + 1
+        return rows - 2 * an.SLOT_HOPS
+
+    # --- the cache --------------------------------------------------------------------------
     def _band_energy(self, freq_scale: float) -> np.ndarray:
-        if freq_scale not in self._bands:
-            self._bands[freq_scale] = an.band_energy(self._power, freq_scale)
-        return self._bands[freq_scale]
+        bands = self._cached(("bands", freq_scale))
+        if bands is None:
+            bands = an.band_energy(self._power, freq_scale)
+            self._keep(("bands", freq_scale), bands, bands.nbytes)
+        return bands  # type: ignore[return-value]
+
+    def _cells(self, freq_scale: float, time_scale: float, phase: float) -> _Cells | None:
+        shape = (freq_scale, time_scale, phase)
+        if shape in self._short:
+            return None
+        cells = self._cached(("cells", *shape))
+        if cells is None:
+            cells = _cells(self._band_energy(freq_scale), time_scale, phase)
+            self.computed += 1
+            if cells is None:
+                self._short.add(shape)
+                return None
+            self._keep(("cells", *shape), cells, cells.nbytes)
+        return cells  # type: ignore[return-value]
+
+    def _arrays(self, hyp: Hypothesis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(phasor, square, activity) of ``hyp``'s view, from the cache or computed now."""
+        arrays = self._cached(("view", hyp))
+        if arrays is None:
+            cells = self._cells(hyp.freq_scale, hyp.time_scale, hyp.phase)
+            assert cells is not None  # get() made no view of a too-short hypothesis
+            arrays = cells.arrays(hyp)
+            self._keep(("view", hyp), arrays, sum(a.nbytes for a in arrays[:2]))
+        return arrays  # type: ignore[return-value]
+
+    def _cached(self, key: tuple) -> object | None:
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        self._cache.move_to_end(key)
+        return entry[1]
+
+    def _keep(self, key: tuple, value: object, size: int) -> None:
+        """Cache ``value``, dropping the least recently used entries beyond the budget (never
+        the newest: the caller is using it)."""
+        self._cache[key] = (size, value)
+        self._cached_bytes += size
+        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+            _, (dropped, _) = self._cache.popitem(last=False)
+            self._cached_bytes -= dropped
 
 
 @dataclass
@@ -145,13 +224,16 @@ class _Cells:
     activity: np.ndarray  # (frames,) speech activity of the cell's two slots
     slot_activity: np.ndarray  # (frames + 8,) speech activity of each slot
 
-    def view(self, hyp: Hypothesis) -> View:
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.log_e, self.unit, self.activity, self.slot_activity))
+
+    def arrays(self, hyp: Hypothesis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(phasor, square, activity) of the view under ``hyp``'s weighting."""
         extra = {"noise": self.loud_weight, "onset": self.onset_weight}.get(hyp.weighting)
         weight = self.activity[:, None] * (1.0 if extra is None else extra())
         phasor = weight * self.unit
-        return View(hyp.change, hyp.weighting, hyp.phase, hyp.time_scale, phasor,
-                    phasor * self.unit, np.broadcast_to(self.activity[:, None], phasor.shape),
-                    hyp.mode)
+        return phasor, phasor * self.unit, self.activity
 
     def tiles(self) -> tuple[np.ndarray, np.ndarray]:
         """Log energies of each cell's first and second tile (frames, BANDS)."""

@@ -38,6 +38,7 @@ ERRORS: Final[dict[int, Any]] = {
     for status, description in {
         400: "Malformed request", 403: "Forbidden input or caller", 404: "Not found",
         405: "Method not allowed", 406: "Not acceptable (format and Accept disagree)",
+        411: "Length required (voxproof serve: a chunked body)",
         413: "Too large", 415: "Unsupported media type",
         422: "Invalid request, text or audio", 500: "Internal error",
         503: "Not available now (deadline too short, dependency down)",

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from voxproof import __version__
 from voxproof.errors import LayerError, VoxproofError
 from voxproof.handlers.api_models import HealthResponse
-from voxproof.handlers.routes.base import JSON_TYPE, json_response, runtime
+from voxproof.handlers.routes.base import ERRORS, JSON_TYPE, json_response, runtime
 from voxproof.settings import Settings
 from voxproof.voice.manifest import read_manifest
 
@@ -22,6 +22,7 @@ def router() -> Router:
         "/v1/health",
         summary="Version, voice, model layer digest and checks (no key ids, no secrets)",
         responses={
+            **ERRORS,  # a body over the limit (413), another method (405), ...
             200: {"description": "Healthy", "content": {JSON_TYPE: {"model": HealthResponse}}},
             503: {"description": "Degraded", "content": {JSON_TYPE: {"model": HealthResponse}}},
         },
