@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import wave
 from collections.abc import Callable
 from functools import cache
@@ -282,7 +283,7 @@ def _answer_errors(app: APIGatewayRestResolver) -> None:
     @app.not_found
     def _no_route(_err: NotFoundError) -> Response:
         event = app.current_event
-        allowed = ROUTES.get(event.path)
+        allowed = _methods_of(event.path)
         if allowed:
             return _error(MethodNotAllowed(f"{event.path} answers {', '.join(allowed)} only",
                                            allow=list(allowed)), {"Allow": ", ".join(allowed)})
@@ -294,6 +295,17 @@ def _answer_errors(app: APIGatewayRestResolver) -> None:
         logger.exception("unexpected error", extra={"api_request_id": request_id})
         return _error(VoxproofError(
             f"internal error; quote request id {request_id} when reporting it"))
+
+
+def _methods_of(path: str) -> tuple[str, ...] | None:
+    """The methods ``ROUTES`` lists for ``path``, matching ``{name}`` as one path segment."""
+    if path in ROUTES:
+        return ROUTES[path]
+    for template, methods in ROUTES.items():
+        if "{" in template and re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+",
+                                                   re.escape(template)), path):
+            return methods
+    return None
 
 
 def _error(err: VoxproofError, headers: dict[str, str] | None = None) -> Response:
