@@ -17,6 +17,7 @@ the slowest ``prepare`` and the slowest request, and the peak RSS (and its rise 
 process once the voice is loaded).
 
     PYTHONPATH=functions python scripts/bench_fuzz.py [--texts 10000] [--speak 200] [--seed 1]
+        [--shard I/N]
 """
 
 from __future__ import annotations
@@ -274,7 +275,11 @@ def main() -> int:
     parser.add_argument("--speak", type=int, default=200,
                         help="accepted texts spoken through the API (a seeded sample)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--shard", default="0/1", metavar="I/N",
+                        help="send only the I-th of every N API requests (parallel runs on the "
+                             "same seed: their counts add up)")
     args = parser.parse_args()
+    shard, shards = (int(part) for part in args.shard.split("/"))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vx-fuzz-") as tmp:
         settings = Settings(state_dir=Path(tmp) / "state", torch_threads=1)
@@ -314,7 +319,8 @@ def main() -> int:
         mismatched: list[str] = []
         deadline: list[str] = []
         slowest = (0.0, "")
-        for text, expected in [*refused, *((t, None) for t in sample)]:
+        requests = [*refused, *((t, None) for t in sample)][shard::shards]
+        for text, expected in requests:
             try:
                 status, code, seconds = call(handler, text)
             except Exception:  # noqa: BLE001 - the handler must never raise
@@ -336,7 +342,8 @@ def main() -> int:
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {load:.2f}: "
           f"{len(texts)} generated texts (seed {args.seed}, text cap {cap}) through prepare; "
           f"{len(refused)} refused ones and {len(sample)} of the {len(accepted)} accepted ones "
-          f"through POST /v1/speech (spoken), {time.monotonic() - started:.0f} s\n")
+          f"through POST /v1/speech (spoken); shard {shard}/{shards}: {len(requests)} requests, "
+          f"{time.monotonic() - started:.0f} s\n")
     print("| category | texts | accepted by prepare |\n| --- | ---: | ---: |")
     per_category = collections.Counter(c for c, _ in texts)
     accepted_per = collections.Counter(c for c, _, code in prepared if code is None)
