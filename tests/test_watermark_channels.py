@@ -122,7 +122,8 @@ def test_sync_scores_the_whole_input_once() -> None:
     """An input longer than a search window also gets whole-input candidates."""
     rng = np.random.default_rng(2)
     x8 = rng.normal(0.0, 0.1, 8000 * 9)
-    view = Views(x8).get(Hypothesis("none", 0.0, 0.0))
+    views = Views(x8)  # a View reads through its Views: keep them alive together
+    view = views.get(Hypothesis("none", 0.0, 0.0))
     assert view is not None
     cands = align.sync(view, pattern_for(KEY))
     n = len(view.phasor)
