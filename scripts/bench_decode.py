@@ -118,14 +118,14 @@ def cases(tmp: Path, *, max_s: float = 139.0) -> dict[str, bytes]:
     return out
 
 
-CHILD = r"""
-import json, resource, sys, time
+#: What both child programs start with: /proc readings, the verify service's parts, one key.
+CHILD_PRELUDE = r"""
+import collections, json, random, resource, struct, sys, time
 from pathlib import Path
 def vm(f):
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(f + ":"):
             return int(line.split()[1]) * 1024
-from dataclasses import replace
 from voxproof import audio
 from voxproof.decode_worker import DecodeWorker
 from voxproof.deadline import Deadline
@@ -135,10 +135,14 @@ from voxproof.keyring import KeyRing
 from voxproof.provenance import SQLiteRegistry
 from voxproof.service import Caller, Service
 from voxproof.watermark.keys import WatermarkKey
-import numpy, scipy.signal  # what verify imports anyway, before the baseline
+import numpy  # what verify imports anyway, before the baseline
 class Keys:
     def keyring(self):
         return KeyRing(WatermarkKey(bytes(32)))
+"""
+
+
+CHILD = CHILD_PRELUDE + r"""
 data = Path(sys.argv[1]).read_bytes()
 limits = audio.DEFAULT_LIMITS if sys.argv[2] == "cli" else _verify_limits(Deadline.after(28.0))
 worker = DecodeWorker()
@@ -161,24 +165,7 @@ print(json.dumps({"status": status, "outcome": outcome, "wall": wall, "rise": ri
 """
 
 
-FUZZ_CHILD = r"""
-import collections, json, random, struct, sys, time
-from pathlib import Path
-def vm(f):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f + ":"):
-            return int(line.split()[1]) * 1024
-from voxproof.decode_worker import DecodeWorker
-from voxproof.deadline import Deadline
-from voxproof.errors import VoxproofError
-from voxproof.handlers.routes.verify import _verify_limits
-from voxproof.keyring import KeyRing
-from voxproof.provenance import SQLiteRegistry
-from voxproof.service import Caller, Service
-from voxproof.watermark.keys import WatermarkKey
-class Keys:
-    def keyring(self):
-        return KeyRing(WatermarkKey(bytes(32)))
+FUZZ_CHILD = CHILD_PRELUDE + r"""
 seeds = [p.read_bytes() for p in sorted(Path(sys.argv[1]).glob("seed*"))]
 n, rng = int(sys.argv[2]), random.Random(int(sys.argv[3]))
 svc = Service(lambda: None, Keys(), SQLiteRegistry(sys.argv[4]), max_chars=1,

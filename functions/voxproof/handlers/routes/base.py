@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
+from pydantic import BaseModel, ValidationError
 
 from voxproof.deadline import Deadline
-from voxproof.errors import Forbidden
+from voxproof.errors import Forbidden, MalformedRequest, from_validation_errors
 from voxproof.handlers import http
 from voxproof.handlers.api_models import ErrorResponse
 from voxproof.runtime import Runtime
@@ -96,3 +97,19 @@ def json_response(status: int, body: dict[str, Any],
                   headers: dict[str, str] | None = None) -> Response:
     """A JSON answer."""
     return Response(status, JSON_TYPE, json.dumps(body), headers)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_json_body(body: str | None, model: type[Model]) -> Model:
+    """A JSON request body as ``model``: not JSON is 400 ``malformed_request``, a body the
+    model refuses is the 4xx ``from_validation_errors`` names."""
+    try:
+        data = json.loads(body or "")
+    except ValueError:
+        raise MalformedRequest("the body is not valid JSON") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise from_validation_errors(err, what="the body") from None

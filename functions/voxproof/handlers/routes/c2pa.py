@@ -7,17 +7,16 @@ template's routes); shapes as the specification's OpenAPI document gives them.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from voxproof.credentials.resolve import DEFAULT_MAX_RESULTS, InvalidBinding, Resolver
-from voxproof.errors import MalformedRequest, UnsupportedMediaType, from_validation_errors
+from voxproof.errors import UnsupportedMediaType
 from voxproof.handlers import http
 from voxproof.handlers.common import metrics
 from voxproof.handlers.routes.base import (
@@ -26,6 +25,7 @@ from voxproof.handlers.routes.base import (
     caller,
     deadline,
     json_response,
+    parse_json_body,
     runtime,
 )
 from voxproof.handlers.routes.verify import _verify_limits
@@ -96,7 +96,7 @@ def router() -> Router:
                  summary="C2PA manifest ids for a soft binding value (JSON body)",
                  responses=_RESULT)
     def by_large_binding():
-        query = _parse(routes.current_event.body)
+        query = parse_json_body(routes.current_event.body, SoftBindingQuery)
         return _matches(resolver().by_binding(query.alg, query.value, _max_results(routes)))
 
     @routes.post(f"{PREFIX}/matches/byContent",
@@ -146,17 +146,6 @@ def _max_results(routes: Router) -> int:
     if value < 1:
         raise InvalidBinding("maxResults must be an integer >= 1")
     return value
-
-
-def _parse(body: str | None) -> SoftBindingQuery:
-    try:
-        data = json.loads(body or "")
-    except ValueError:
-        raise MalformedRequest("the body is not valid JSON") from None
-    try:
-        return SoftBindingQuery.model_validate(data)
-    except ValidationError as err:
-        raise from_validation_errors(err, what="the body") from None
 
 
 def _matches(result: dict[str, Any]) -> Response:

@@ -15,22 +15,18 @@ detection runs at up to ``DETECT_S_PER_AUDIO_S`` per second of audio for the fir
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Final
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import ValidationError
 
 from voxproof.audio import DEFAULT_LIMITS, AudioLimits
 from voxproof.deadline import Deadline
 from voxproof.errors import (
     DeadlineTooShort,
-    MalformedRequest,
     RequestError,
     UnsupportedMediaType,
-    from_validation_errors,
 )
 from voxproof.handlers import http
 from voxproof.handlers.api_models import (
@@ -46,6 +42,7 @@ from voxproof.handlers.routes.base import (
     caller,
     deadline,
     json_response,
+    parse_json_body,
     runtime,
 )
 from voxproof.handlers.storage import InputBucket
@@ -118,22 +115,11 @@ def _verify_upload(routes: Router, rt: Runtime) -> tuple[bytes, str | None]:
         raise UnsupportedMediaType(
             "send the audio as the body (Content-Type: audio/...) or JSON (application/json) "
             "with audio_base64 or s3_key")
-    request = _parse_json(event.body)
+    request = parse_json_body(event.body, VerifyJsonRequest)
     if request.s3_key is None:
         return request.audio_bytes(), None
     with trace_step("fetch"):
         return _input_bucket(rt).fetch(request.s3_key, max_bytes=DEFAULT_LIMITS.max_bytes), None
-
-
-def _parse_json(body: str | None) -> VerifyJsonRequest:
-    try:
-        data = json.loads(body or "")
-    except ValueError:
-        raise MalformedRequest("the body is not valid JSON") from None
-    try:
-        return VerifyJsonRequest.model_validate(data)
-    except ValidationError as err:
-        raise from_validation_errors(err, what="the body") from None
 
 
 def _verify_limits(left: Deadline, keys: int = 1) -> AudioLimits:
