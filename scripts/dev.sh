@@ -37,7 +37,8 @@ case "${1:-}" in
     if ! "$VENV/bin/voxproof" layer verify >/dev/null 2>&1; then
       "$VENV/bin/voxproof" layer build
     fi
-    "$VENV/bin/voxproof" synth "${@:-Hello from voxproof. Every word I say carries a watermark.}" -o demo.wav
+    # A fixed seed: the same demo.wav on every machine (CI checks pocketsphinx hears it).
+    "$VENV/bin/voxproof" synth "${@:-Hello from voxproof. Every word I say carries a watermark.}" --seed 1 -o demo.wav
     "$VENV/bin/voxproof" verify demo.wav
     ;;
   test)

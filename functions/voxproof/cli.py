@@ -331,6 +331,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
     synth.add_argument("-o", "--out", type=Path, required=True,
                        help="the file to write (.wav, .mp3, .m4a or .flac)")
+    synth.add_argument("--seed", type=int, metavar="N",
+                       help="seed the voice's sampling noise: the same text and seed give the "
+                            "same speech (default: fresh noise each time)")
     synth.add_argument("--format", choices=("wav", "mp3", "m4a", "flac"),
                        help="the format (default: from the output's suffix)")
     synth.add_argument(
@@ -355,7 +358,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     text = args.text if args.text_file is None else read_text_file(
         args.text_file, max_chars=settings.max_text_chars_sync)
     result = synth_to_wav(text, args.out, settings=settings, deadline_s=args.deadline_s,
-                          fmt=args.format)
+                          fmt=args.format, seed=args.seed)
     for removal in result.speech.removed:
         print(f"note: removed {removal.code_point} ({removal.reason}) at position "
               f"{removal.position}", file=sys.stderr)

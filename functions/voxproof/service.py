@@ -297,7 +297,8 @@ class Service:
     # --- speak ------------------------------------------------------------------------------
 
     def speak(self, text: str, caller: Caller, deadline: Deadline, *,
-              voice: str | None = None, fmt: str = "wav") -> SpeechResult:
+              voice: str | None = None, fmt: str = "wav",
+              seed: int | None = None) -> SpeechResult:
         """Speak ``text``, mark it, encode it as ``fmt``, sign it, record it; all or nothing
         within ``deadline``."""
         if fmt not in FORMATS:
@@ -308,7 +309,8 @@ class Service:
             keyring = self.keys.keyring()
         voice_ = self.voice
         with self._step("synthesize"):
-            speech = voice_.synthesize(text, deadline=deadline, max_chars=self.max_chars)
+            speech = voice_.synthesize(text, deadline=deadline, max_chars=self.max_chars,
+                                       seed=seed)
         if deadline.remaining() < MARK_AND_RECORD_MARGIN_S:
             raise DeadlineExceeded("the time ran out before the audio could be marked and "
                                    "recorded; nothing was kept")

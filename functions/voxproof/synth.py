@@ -40,7 +40,8 @@ _UTF8_MAX_BYTES: Final = 4
 
 
 def synth_to_wav(text: str, out: Path, *, settings: Settings, deadline_s: float,
-                 voice: Voice | None = None, fmt: str | None = None) -> SpeechResult:
+                 voice: Voice | None = None, fmt: str | None = None,
+                 seed: int | None = None) -> SpeechResult:
     """Speak ``text`` into the file ``out``, marked, signed and recorded; returns what was
     written.
 
@@ -65,7 +66,8 @@ def synth_to_wav(text: str, out: Path, *, settings: Settings, deadline_s: float,
     prepare(text, max_chars=max_chars)  # text errors before the model is loaded
     service = build_service(settings, voice=voice, max_chars=max_chars)
     service.load()  # the model (built on first use) is ready before the time budget starts
-    result = service.speak(text, local_caller("cli"), Deadline.after(deadline_s), fmt=fmt)
+    result = service.speak(text, local_caller("cli"), Deadline.after(deadline_s), fmt=fmt,
+                           seed=seed)
     try:
         write_bytes(out, result.audio)
     except OSError:
