@@ -454,7 +454,9 @@ def _read_manifest(data: bytes, query: dict[str, Any]) -> dict[str, Any]:
 
 
 def _preload() -> None:
-    """Import what a request may need before the limits are set (c2pa's native library)."""
+    """Import what a request may need before the limits are set (FFmpeg's and c2pa's native
+    libraries)."""
+    audio.pyav()
     try:
         import voxproof.credentials.reader  # noqa: F401
     except ImportError:  # c2pa-python missing: a manifest request then fails as a crash would
