@@ -576,11 +576,19 @@ _WAV_CODECS: Final = {(_WAV_PCM, 16): "pcm_s16le", (_WAV_PCM, 24): "pcm_s24le",
                       (_WAV_PCM, 32): "pcm_s32le", (_WAV_FLOAT, 32): "pcm_f32le"}
 
 
-def _plain_wav(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int, str] | None:
+def is_plain_wav(data: bytes, limits: AudioLimits = DEFAULT_LIMITS) -> bool:
+    """Whether ``decode`` reads ``data`` with numpy alone (a plain PCM WAV within ``limits``):
+    no FFmpeg, no native parser touches it."""
+    return _plain_wav(data, limits, samples=False) is not None
+
+
+def _plain_wav(data: bytes, limits: AudioLimits, *,
+               samples: bool = True) -> tuple[np.ndarray, int, str] | None:
     """A plain PCM WAV's samples (float32, clipped, (frames, channels)), its rate and codec,
     exactly as FFmpeg decodes them (swresample's conversions: int / 2^(bits-1), 24-bit as
     32-bit); None for anything else: RF64, other codecs or sizes, a data chunk that is open,
-    short, empty or not whole frames, or audio at or beyond a limit (FFmpeg then decides)."""
+    short, empty or not whole frames, or audio at or beyond a limit (FFmpeg then decides).
+    Without ``samples``, only whether it is one (an empty block)."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
     fmt: tuple[int, int, int, int] | None = None
@@ -607,13 +615,13 @@ def _plain_wav(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int, str] 
         elif chunk_id == b"data":
             if fmt is None:
                 return None
-            return _plain_wav_samples(data, body, size, fmt, limits)
+            return _plain_wav_samples(data, body, size, fmt, limits, samples)
         pos = body + size + (size & 1)
     return None
 
 
 def _plain_wav_samples(data: bytes, start: int, size: int, fmt: tuple[int, int, int, int],
-                       limits: AudioLimits) -> tuple[np.ndarray, int, str] | None:
+                       limits: AudioLimits, convert: bool) -> tuple[np.ndarray, int, str] | None:
     tag, channels, rate, bits = fmt
     width = bits // 8
     if not (1 <= channels <= limits.max_channels
@@ -626,6 +634,8 @@ def _plain_wav_samples(data: bytes, start: int, size: int, fmt: tuple[int, int, 
                      max(limits.expansion_floor, int(limits.max_expansion * len(data))))
     if frames > int(limits.max_duration_s * rate) or frames * channels > max_values:
         return None
+    if not convert:
+        return np.zeros((0, channels), np.float32), rate, _WAV_CODECS[(tag, bits)]
     raw = memoryview(data)[start:start + size]
     if bits == 24:
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.uint32)
