@@ -152,7 +152,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         checker = _checker(settings, key_files, start=worker_now)
         lines = (_verify_or_report(checker, name, stdin, args) for name in files)
     else:
-        lines = _verify_in_pool(args, settings, key_files, files, stdin, jobs)
+        lines = _verify_in_pool(args, settings, key_files, files, stdin, jobs, worker_now)
     failed = False
     for ok, line in lines:
         failed |= not ok
@@ -235,10 +235,11 @@ def _os_error_text(err: OSError) -> str:
 _POOL_STATE: dict[str, Any] = {}
 
 
-def _pool_init(settings: Settings | LocalSettings, key_files: list[str] | None, stdin: bytes | None,
-               args: argparse.Namespace) -> None:
+def _pool_init(settings: Settings | LocalSettings, key_files: list[str] | None,
+               stdin: bytes | None, args: argparse.Namespace, worker_now: bool) -> None:
     """Each pool process builds its own service (its own registry connection and worker)."""
-    _POOL_STATE.update(service=_checker(settings, key_files), stdin=stdin, args=args)
+    _POOL_STATE.update(service=_checker(settings, key_files, start=worker_now), stdin=stdin,
+                       args=args)
 
 
 def _pool_verify(name: str) -> tuple[bool, str]:
@@ -248,7 +249,7 @@ def _pool_verify(name: str) -> tuple[bool, str]:
 
 def _verify_in_pool(args: argparse.Namespace, settings: Settings | LocalSettings,
                     key_files: list[str] | None, files: list[str], stdin: bytes | None,
-                    jobs: int):
+                    jobs: int, worker_now: bool):
     """Reports in input order from ``jobs`` forked processes (forked before any service,
     decode worker or thread exists in this one)."""
     import multiprocessing
@@ -256,7 +257,7 @@ def _verify_in_pool(args: argparse.Namespace, settings: Settings | LocalSettings
     pool_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(jobs, initializer=_pool_init,
-                  initargs=(settings, key_files, stdin, pool_args)) as pool:
+                  initargs=(settings, key_files, stdin, pool_args, worker_now)) as pool:
         yield from pool.imap(_pool_verify, files)
 
 

@@ -111,7 +111,8 @@ def build_service(settings: Settings | LocalSettings, *, aws: AwsClients | None 
                    credentials=build_credentials(settings, aws))
 
 
-def build_credentials(settings: Settings | LocalSettings, aws: AwsClients | None = None) -> Credentials:
+def build_credentials(settings: Settings | LocalSettings,
+                      aws: AwsClients | None = None) -> Credentials:
     """Signing and trust for Content Credentials: a KMS key and the chain from Secrets Manager
     or SSM where the settings name them and ``aws`` is given, else the local identity in the
     state folder (created on the first signature, never by verify). Trusted: the own CA (unless
