@@ -99,11 +99,12 @@ def _voice() -> dict[str, Any]:
     import numpy as np
     from voxproof.settings import Settings
     from voxproof.voice.layer import verify_layer
-    from voxproof.voice.synthesis import load_engine
+    from voxproof.voice.synthesis import load_engine, unread_by
 
     settings = Settings()
     start = time.perf_counter()
-    layer = verify_layer(settings.model_dir, manifest_sha256=settings.model_manifest_sha256)
+    layer = verify_layer(settings.model_dir, manifest_sha256=settings.model_manifest_sha256,
+                         unread=lambda manifest: unread_by(settings.engine, manifest))
     verified = time.perf_counter()
     engine = load_engine(layer, engine=settings.engine, threads=settings.torch_threads)
     loaded = time.perf_counter()
@@ -114,7 +115,7 @@ def _voice() -> dict[str, Any]:
         "model_dir": str(settings.model_dir),
         "engine": engine.name,
         "threads": engine.threads,
-        "files": len(layer.manifest.files),
+        "files": len(layer.manifest.files) - len(layer.unread),  # hashed (the rest: sized)
         "verify_s": round(verified - start, 3),
         "load_s": round(loaded - verified, 3),
         "first_audio_s": round(done - loaded, 3),

@@ -226,3 +226,37 @@ def test_unbuilt_layer_is_refused_naming_the_build_command(tiny_layer, tmp_path)
                             state_dir=tmp_path / "state"))
     assert [p.name for p in folder.iterdir()] == ["manifest.json"]
     assert "voxproof layer build" in _refused(tmp_path / "nowhere", pin, LayerNotFound).message
+
+
+def test_an_unread_file_is_sized_not_hashed_and_its_path_is_refused(tiny_layer):
+    """What the ONNX engine's start does with the torch checkpoint: a changed byte in an
+    ``unread`` file passes (it is never opened), a wrong size or a missing file does not, and
+    the verified layer refuses to hand out its path."""
+    folder, pin = tiny_layer
+    data = bytearray((folder / "model.pth").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (folder / "model.pth").write_bytes(bytes(data))
+    layer = verify_layer(folder, manifest_sha256=pin, unread=lambda manifest: ["model.pth"])
+    assert layer.unread == {"model.pth"}
+    with pytest.raises(LayerError, match="not hashed"):
+        layer.checkpoint_path  # noqa: B018 (the property is what is tested)
+    assert layer.config_path == folder / "config.json"
+    with pytest.raises(LayerDigestMismatch):  # hashed when it is not declared unread
+        verify_layer(folder, manifest_sha256=pin, unread=lambda manifest: ["config.json"])
+    (folder / "model.pth").write_bytes(bytes(data[:-1]))
+    with pytest.raises(LayerSizeMismatch):
+        verify_layer(folder, manifest_sha256=pin, unread=lambda manifest: ["model.pth"])
+    (folder / "model.pth").unlink()
+    with pytest.raises(LayerFileMissing):
+        verify_layer(folder, manifest_sha256=pin, unread=lambda manifest: ["model.pth"])
+
+
+def test_each_engine_leaves_the_other_engines_weights_unread(default_layer):
+    from voxproof.voice.synthesis import unread_by
+
+    manifest = default_layer.manifest
+    assert unread_by("onnx", manifest) == (manifest.engine.settings.checkpoint,) == ("model.pth",)
+    assert unread_by("torch", manifest) == (manifest.engine.onnx.file,) == ("model.onnx",)
+    no_export = manifest.model_copy(update={"engine": manifest.engine.model_copy(
+        update={"onnx": None})})
+    assert unread_by("onnx", no_export) == ()  # then nothing is skipped (and onnx is refused)

@@ -132,4 +132,4 @@ def test_every_field_is_documented():
                 walk(sub)
 
     walk(Manifest)
-    assert len(seen) == 12  # Manifest and every nested model, sources' union and engine.onnx included
+    assert len(seen) == 13  # Manifest and every nested model: sources union, engine.onnx, its optimized

@@ -155,3 +155,25 @@ def test_the_default_path_never_imports_torch_or_tts(default_layer, tmp_path):
         "assert type(voice.engine).__name__ == 'OnnxEngine'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_the_layers_graph_was_optimized_at_build_and_is_not_optimized_again(default_layer,
+                                                                            default_engine,
+                                                                            monkeypatch):
+    """The export in the layer is onnxruntime's build-time optimization of the edited export
+    (this onnxruntime's version), so the engine opens it with optimizations off; a runtime of
+    another version would re-optimize it (the default level) and still load it."""
+    import onnxruntime
+
+    entry = default_layer.manifest.engine.onnx
+    assert entry.optimized is not None and entry.optimized.level == "extended"
+    assert entry.optimized.onnxruntime_version == onnxruntime.__version__
+    assert entry.optimized.input_sha256 != default_layer.manifest.file(entry.file).sha256
+    level = onnxruntime.GraphOptimizationLevel
+    options = default_engine._session.get_session_options()
+    assert options.graph_optimization_level == level.ORT_DISABLE_ALL
+    monkeypatch.setattr(onnxruntime, "__version__", "0.0.1")  # as a differently pinned runtime
+    other = load_onnx_engine(default_layer, threads=1)
+    assert other._session.get_session_options().graph_optimization_level == level.ORT_ENABLE_ALL
+    ids = [1, 0, 20, 0, 30, 0, 40, 0, 2]
+    assert compare(default_engine.infer(ids, seed=1), other.infer(ids, seed=1)) >= MIN_SNR_DB

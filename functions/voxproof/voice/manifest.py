@@ -138,6 +138,28 @@ class NoiseInput(_Strict):
     """Its second dimension (rows: at least as many as the draw needs; the graph slices)."""
 
 
+class OrtOptimized(_Strict):
+    """How onnxruntime's offline graph optimizer rewrote the export before it was written.
+
+    The graph optimizations onnxruntime would otherwise run at every session start (node
+    fusions, constant folding: about 1 s of the engine's load) are run once at build time at a
+    hardware-independent level and saved; the runtime then opens the graph with its own
+    optimizations off (``voxproof.voice.onnx_engine``). The bytes are a pure function of the
+    edited export and this onnxruntime version.
+    """
+
+    onnxruntime_version: Name
+    """The onnxruntime that optimized the graph; a runtime with another version re-optimizes
+    the graph at load (correct, only slower)."""
+
+    level: Literal["extended"]
+    """onnxruntime's ``ORT_ENABLE_EXTENDED``: fusions that hold on any x86-64 or arm64 CPU
+    (the hardware-specific layout level is left out)."""
+
+    input_sha256: Sha256
+    """sha256 of the graph it optimized (the export after the noise edit)."""
+
+
 class OnnxExport(_Strict):
     """The fast engine's graph: Coqui's own ONNX export of this layer's checkpoint."""
 
@@ -164,6 +186,10 @@ class OnnxExport(_Strict):
 
     noise_inputs: list[NoiseInput] = Field(min_length=1)
     """The graph's noise draws, now inputs (so each call can be seeded like the torch engine)."""
+
+    optimized: OrtOptimized | None = None
+    """onnxruntime's build-time optimization of the graph, if it ran (left out when absent:
+    the file is then the edited export itself)."""
 
 
 class Engine(_Strict):

@@ -165,6 +165,10 @@ def load_onnx_engine(layer: VerifiedLayer, *, threads: int = 0) -> OnnxEngine:
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 4  # a too-short noise buffer is retried, not worth a log line
+    if export.optimized is not None and export.optimized.onnxruntime_version == onnxruntime.__version__:
+        # optimized at build time by this very onnxruntime: doing it again would cost ~1 s of
+        # every cold start for the same graph (another version re-optimizes: slower, correct)
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         session = onnxruntime.InferenceSession(
             str(layer.path(export.file)), sess_options=options,

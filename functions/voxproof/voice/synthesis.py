@@ -36,6 +36,7 @@ from voxproof.errors import DeadlineExceeded, DeadlineTooShort, TextEmpty
 from voxproof.text import Removal, prepare
 from voxproof.voice.inputs import MAX_IDS
 from voxproof.voice.layer import VerifiedLayer, verify_layer
+from voxproof.voice.manifest import Manifest
 from voxproof.voice.phonemize import EOS, PAD, Phonemizer
 
 if TYPE_CHECKING:
@@ -394,11 +395,21 @@ def load_voice(settings: Settings) -> Voice:
     not match is refused with its ``LayerError``, and one that is not built yet (only its
     manifest) names the command that builds it (``voxproof layer build``). Nothing is built here.
     """
-    layer = verify_layer(settings.model_dir, manifest_sha256=settings.model_manifest_sha256)
+    layer = verify_layer(settings.model_dir, manifest_sha256=settings.model_manifest_sha256,
+                         unread=lambda manifest: unread_by(settings.engine, manifest))
     engine = load_engine(layer, engine=settings.engine, threads=settings.torch_threads)
     frontend = layer.manifest.engine.settings.frontend
     phonemizer = Phonemizer(layer.phoneme_id_map(), voice=frontend.espeak_voice)
     return Voice(engine, phonemizer, AdaptiveCost.for_engine(engine.name, engine.threads))
+
+
+def unread_by(engine: str, manifest: Manifest) -> tuple[str, ...]:
+    """The layer files ``engine`` never opens (so ``verify_layer`` need not hash them): the
+    torch checkpoint for the ONNX engine, the ONNX export for the torch engine."""
+    export = manifest.engine.onnx
+    if export is None:
+        return ()
+    return (export.file,) if engine == "torch" else (manifest.engine.settings.checkpoint,)
 
 
 def load_engine(layer: VerifiedLayer, *, engine: str, threads: int) -> Engine:
