@@ -10,7 +10,10 @@ ratios are voxproof / audiowmark by median wall. Prints a Markdown table with is
 (mark <= 0.4 s, verify <= 0.6 s per process) and ``uptime``.
 
     PYTHONPATH=functions python scripts/bench_cli.py [--runs 7] [--audiowmark PATH]
-        [--input WAV]
+        [--input WAV] [--before DIR]
+
+``--before DIR`` also times the voxproof in ``DIR`` (a ``functions`` folder of an earlier
+commit, e.g. from ``git archive``) in the same rounds, and prints a before/after table.
 
 The input, unless ``--input`` is given: a text of ``scripts/watermark_corpus.txt`` spoken
 unmarked by voxproof's own voice with a fixed seed, cut to 10.0 s, cached in
@@ -47,6 +50,7 @@ RECORD_ID = "00000000a1"
 AW_MESSAGE = "0123456789abcdef0123456789abcdef"
 AW_DEFAULT = Path("/tmp/audiowmark-src/src/audiowmark")
 TARGETS = {"mark": 0.4, "verify marked": 0.6, "verify unmarked": 0.6}
+BEFORE = "voxproof before"
 BULK = 8  # marked copies verified by one process (the bulk row: seconds per file)
 BULK_STEP = f"verify marked, {BULK} files in one process (per file)"
 
@@ -129,7 +133,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7, help="timed runs per command (median)")
     parser.add_argument("--audiowmark", help="the peer's executable")
     parser.add_argument("--input", type=Path, help="a WAV to use instead of the spoken one")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="also time the voxproof package in DIR (a functions folder)")
     args = parser.parse_args()
+    if args.before is not None and not (args.before / "voxproof" / "cli.py").is_file():
+        parser.error(f"--before {args.before}: no voxproof package there")
     if not 1 <= args.runs <= 50:
         parser.error("--runs must be 1 to 50")
 
@@ -181,12 +189,18 @@ def main() -> int:
         if peer:
             run([peer, "add", *awk, str(src), str(tmp / "aw-marked.wav"), AW_MESSAGE], env)
 
+        envs = {tool: env for tools in commands.values() for tool in tools}
+        if args.before is not None:
+            envs[BEFORE] = dict(env, PYTHONPATH=str(args.before.resolve()))
         times: dict[tuple[str, str], list[Run]] = {}
         before = load()
         for round_ in range(args.runs + 1):  # round 0 warms the page cache, untimed
             for step, tools in commands.items():
-                for tool, cmd in tools.items():
-                    result = run(cmd, env)
+                runs = [*tools.items()]
+                if args.before is not None:
+                    runs.insert(1, (BEFORE, tools["voxproof"]))
+                for tool, cmd in runs:
+                    result = run(cmd, envs[tool])
                     check(step, tool, result)
                     if round_:
                         times.setdefault((step, tool), []).append(result)
@@ -222,13 +236,28 @@ def main() -> int:
                          f"{statistics.median(r.cpu_s for r in aw):.3f}",
                          f"{max(r.rss_mb for r in aw):.0f}", f"x{wall / aw_wall:.2f}"]
             print("| " + " | ".join(row) + " |")
+    if args.before is not None:
+        print(f"\nBefore ({args.before}) and after (this checkout), same rounds:\n")
+        print("| step | before: wall s, median (min-max) | CPU s | peak RSS MB "
+              "| after: wall s | CPU s | peak RSS MB | after / before (wall) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for step in commands:
+            n = BULK if step == BULK_STEP else 1
+            pair = [[Run(r.wall_s / n, r.cpu_s / n, r.rss_mb, "", "")
+                     for r in times[(step, tool)]] for tool in (BEFORE, "voxproof")]
+            cells = [step]
+            for runs in pair:
+                cells += [spread(runs), f"{statistics.median(r.cpu_s for r in runs):.3f}",
+                          f"{max(r.rss_mb for r in runs):.0f}"]
+            walls = [statistics.median(r.wall_s for r in runs) for runs in pair]
+            print("| " + " | ".join([*cells, f"x{walls[1] / walls[0]:.2f}"]) + " |")
     return 0
 
 
 def check(step: str, tool: str, result: Run) -> None:
     """Each output says what it should, or the timing means nothing."""
     marked = step != "verify unmarked"
-    if tool == "voxproof" and step.startswith("verify"):
+    if tool.startswith("voxproof") and step.startswith("verify"):
         reports = [json.loads(line) for line in result.stdout.splitlines()]
         if len(reports) != (BULK if step == BULK_STEP else 1) or any(
                 r.get("found") is not marked or (marked and r.get("record_id") != RECORD_ID)
