@@ -265,3 +265,64 @@ def test_write_file_leaves_nothing_behind_when_it_fails(tmp_path):
         audio.write_file(target, tone(0.1), RATE)
     assert [p.name for p in tmp_path.iterdir()] == ["x.wav"]
     assert (target / "keep").read_text() == "k"
+
+
+# --- plain WAVs: read with numpy, FFmpeg's samples bit for bit ---------------------------------
+PLAIN_WAVS = {  # ffmpeg arguments -> the codec FFmpeg names
+    "s16-mono": (["-ac", "1", "-c:a", "pcm_s16le"], "pcm_s16le"),
+    "s16-stereo-44k": (["-ac", "2", "-ar", "44100", "-c:a", "pcm_s16le"], "pcm_s16le"),
+    "s24-mono": (["-ac", "1", "-c:a", "pcm_s24le"], "pcm_s24le"),
+    "s24-stereo-extensible": (["-ac", "2", "-c:a", "pcm_s24le", "-rf64", "never"], "pcm_s24le"),
+    "s32-6ch": (["-ac", "6", "-c:a", "pcm_s32le"], "pcm_s32le"),
+    "f32-mono-48k": (["-ac", "1", "-ar", "48000", "-c:a", "pcm_f32le"], "pcm_f32le"),
+}
+
+
+def _through_ffmpeg(monkeypatch, fn, *args, **kwargs):
+    """``fn`` with the numpy path switched off: what FFmpeg (PyAV) decodes."""
+    with monkeypatch.context() as m:
+        m.setattr(audio, "_plain_wav", lambda data, limits: None)
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", list(PLAIN_WAVS))
+def test_plain_wav_without_ffmpeg_gives_ffmpegs_samples_bit_for_bit(tmp_path, monkeypatch,
+                                                                     name):
+    args, codec = PLAIN_WAVS[name]
+    loud = np.clip(1.3 * tone(1.37), -1, 1)  # full scale, clipped: the extremes are converted too
+    path = tmp_path / f"{name}.wav"  # ffmpeg writes a LIST chunk before the data
+    ffmpeg("-f", "f32le", "-ar", str(RATE), "-ac", "1", "-i", "pipe:0", *args, "-f", "wav",
+           "-y", str(path), stdin=loud.astype("<f4").tobytes())
+    data = path.read_bytes()
+    assert audio._plain_wav(data, audio.DEFAULT_LIMITS) is not None  # the numpy path is taken
+    ours, ref = audio.decode(data), _through_ffmpeg(monkeypatch, audio.decode, data)
+    assert (ours.codec, ours.sample_rate, ours.samples.dtype) == (codec, ref.sample_rate,
+                                                                  np.float32)
+    assert ref.codec == codec and np.array_equal(ours.samples, ref.samples)
+    mono, mono_ref = audio.decode_mono(data), _through_ffmpeg(monkeypatch, audio.decode_mono,
+                                                              data)
+    assert np.array_equal(mono.samples, mono_ref.samples)
+    assert (mono.frames, mono.channels, mono.codec) == (mono_ref.frames, mono_ref.channels,
+                                                        mono_ref.codec)
+
+
+@pytest.mark.parametrize("args", [["-c:a", "pcm_u8"], ["-c:a", "pcm_alaw"],
+                                  ["-c:a", "pcm_s16le", "-rf64", "always"]],
+                         ids=["u8", "alaw", "rf64"])
+def test_other_wavs_still_go_to_ffmpeg(tmp_path, wav_bytes, args):
+    path = tmp_path / "other.wav"
+    ffmpeg("-i", "pipe:0", *args, "-f", "wav", "-y", str(path), stdin=wav_bytes)
+    data = path.read_bytes()
+    assert audio._plain_wav(data, audio.DEFAULT_LIMITS) is None
+    assert audio.decode(data).samples.shape[0] == len(tone())
+
+
+def test_a_plain_wav_beyond_a_limit_gets_ffmpegs_error(wav_bytes):
+    limits = audio.AudioLimits(max_duration_s=1.0)  # the clip is 2 s
+    assert audio._plain_wav(wav_bytes, limits) is None
+    with pytest.raises(AudioTooLarge, match="longer than 1 s|lasts 2 s"):
+        audio.decode(wav_bytes, limits=limits)
+    data = bytearray(wav_bytes)
+    pos = data.find(b"data")
+    struct.pack_into("<I", data, pos + 4, struct.unpack_from("<I", data, pos + 4)[0] - 1)
+    assert audio._plain_wav(bytes(data), audio.DEFAULT_LIMITS) is None  # not whole frames

@@ -156,3 +156,40 @@ def test_cli_mark_and_verify_import_no_voice_and_no_scipy_signal(bulk, command: 
              "voxproof.voice.synthesis", "voxproof.voice.onnx_engine", "boto3", "matplotlib"}
     assert not heavy & set(modules)
     assert "voxproof.watermark" in modules  # the probe did run the command
+
+
+@pytest.mark.parametrize("argv", [["mark", "plain.wav", "out.wav", "--record-id", "00000000c3"],
+                                  ["verify", "a.wav", "--json"], ["verify", "plain.wav"]],
+                         ids=["mark", "verify-marked", "verify-unmarked"])
+def test_cli_mark_and_verify_of_a_wav_import_only_what_they_use(bulk, tmp_path,
+                                                                argv: list[str]) -> None:
+    """Issue 10's CLI: with no VOXPROOF_* variable, a WAV is marked or verified without
+    pydantic-settings (LocalSettings), PyAV (the numpy WAV reader), c2pa or cryptography's
+    X.509 (no manifest to read), besides the voice and scipy; mark needs no pydantic,
+    registry or service at all."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import json, sys\nfrom voxproof.cli import main\n"
+             f"code = main({argv + ['--key-file', 'wm.key']!r})\n"
+             "print(json.dumps([code, sorted(sys.modules)]))")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("VOXPROOF_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "xdg")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=bulk, env=env, capture_output=True,
+                          timeout=300, check=True)
+    code, modules = json.loads(done.stdout.decode().splitlines()[-1])
+    assert code == 0
+    found = set(modules)
+    never = {"pydantic_settings", "voxproof.settings", "av", "c2pa", "cryptography.x509",
+             "voxproof.credentials.identity", "voxproof.credentials.signer", "scipy",
+             "voxproof.voice", "torch", "onnxruntime", "boto3", "botocore", "matplotlib"}
+    assert not never & found, never & found
+    if argv[0] == "mark":
+        assert not {"pydantic", "sqlite3", "voxproof.service", "voxproof.runtime",
+                    "voxproof.local_settings"} & found
+        assert "voxproof.watermark.embed" in found
+    else:
+        assert "voxproof.decode_worker" in found and "voxproof.service" in found
+    if argv[0] == "verify" and "--json" in argv:
+        assert '"record_id": "00000000a1"' in done.stdout.decode()

@@ -318,6 +318,47 @@ def test_the_manifest_is_read_in_the_worker_and_matches_an_in_process_read(tmp_p
     assert in_process[1] == check
 
 
+def test_the_cli_decodes_a_plain_wav_here_with_the_workers_answer_and_the_rest_there(tmp_path):
+    """``LocalFiles`` (``voxproof verify``'s decoder): a plain PCM WAV with no chunk that could
+    carry a manifest is decoded in this process, with the answer the worker gives (the same
+    samples, manifest absent); a signed WAV, a WAV with any other chunk, a mislabelled one and
+    other formats go to the worker, as before."""
+    from voxproof import __version__
+    from voxproof.credentials.core import Credentials
+    from voxproof.credentials.identity import LocalIdentity
+    from voxproof.credentials.reader import CredentialsCheck
+    from voxproof.credentials.signer import CredentialSigner
+    from voxproof.decode_worker import LocalFiles, ManifestQuery, _plain
+
+    identity = LocalIdentity.load_or_create(tmp_path / "c2pa")
+    creds = Credentials(lambda: CredentialSigner.local(identity), lambda: None,
+                        version=__version__)
+    wav = audio.encode(speechlike(3.0, 22050, seed=9), 22050, "wav")
+    signed = creds.sign(wav, "wav", record_id=0xA1, key_id="ab" * 8, voice="v",
+                        model_manifest_sha256="0" * 64).audio
+    query = ManifestQuery("audio/wav", identity.ca_pem.decode())
+    xmp = wav + b"_PMX" + struct.pack("<I", 4) + b"<x/>"
+    riff = bytearray(xmp)
+    struct.pack_into("<I", riff, 4, len(xmp) - 8)
+    assert _plain(wav, None, audio.DEFAULT_LIMITS) and _plain(wav, ".wav", audio.DEFAULT_LIMITS)
+    assert not _plain(signed, None, audio.DEFAULT_LIMITS)  # its C2PA chunk
+    assert not _plain(bytes(riff), None, audio.DEFAULT_LIMITS)  # XMP could point at one
+    assert not _plain(wav, ".mp3", audio.DEFAULT_LIMITS)  # the worker says it is mislabelled
+    assert not _plain(wav[:-2], None, audio.DEFAULT_LIMITS)  # truncated
+    with DecodeWorker(spare=False) as worker:
+        local = LocalFiles(worker)
+        first = worker.spare_pid
+        clip, check = local.decode_and_read(wav, query)
+        assert worker.spare_pid == first  # decoded here: the worker is still waiting
+        ref_clip, ref_check = worker.decode_and_read(wav, query)
+        assert worker.spare_pid is None  # used, and no spare after it
+        _, signed_check = local.decode_and_read(signed, query)  # a fresh worker, on demand
+    assert np.array_equal(clip.samples, ref_clip.samples) and clip.frames == ref_clip.frames
+    assert check == ref_check == CredentialsCheck("absent")
+    assert (signed_check.state, signed_check.record_id) == ("trusted", 0xA1)
+    assert np.array_equal(LocalFiles(worker).decode(wav).samples, clip.samples)
+
+
 @pytest.mark.parametrize("answer", [
     {"state": "forged"}, {"state": "trusted", "record_id": 2**41}, {"state": "trusted",
                                                                       "assertions": ["x"]}, {},

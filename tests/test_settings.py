@@ -43,8 +43,32 @@ def test_settings_import_no_part_of_the_voice_stack():
             "'num2words'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, env={**os.environ, "PYTHONPATH": str(functions)})
-    assert done.stdout.strip() == str(["voxproof", "voxproof.settings", "voxproof.voice",
+    assert done.stdout.strip() == str(["voxproof", "voxproof.local_settings",
+                                       "voxproof.settings", "voxproof.voice",
                                        "voxproof.voice.pins"])
+
+
+def test_local_settings_are_the_settings_defaults(monkeypatch, tmp_path):
+    """What a CLI mark or verify reads without pydantic equals ``Settings()`` field by field,
+    when no VOXPROOF_* variable is set; with one set, ``Settings`` must be read instead."""
+    import dataclasses
+    import os
+
+    from voxproof.local_settings import LocalSettings
+
+    for name in list(os.environ):
+        if name.upper().startswith("VOXPROOF_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    local, settings = LocalSettings.from_env(), Settings()
+    assert local is not None
+    for field in dataclasses.fields(LocalSettings):
+        assert getattr(local, field.name) == getattr(settings, field.name), field.name
+    for name in ("key_file", "credentials_dir"):
+        assert getattr(local, name) == getattr(settings, name)
+    assert local.state_dir == tmp_path / "xdg" / "voxproof"
+    monkeypatch.setenv("voxproof_decode_in_worker", "0")  # the variables' case is not theirs
+    assert LocalSettings.from_env() is None
 
 
 def test_auditors_and_the_bucket_owner_from_the_environment(monkeypatch):

@@ -8,7 +8,9 @@ guard against decompression bombs) and wall-clock time. A truncated file is an e
 silently shorter clip.
 
 Accepted families: WAV (PCM), FLAC, Ogg (Opus, Vorbis, FLAC), MP3, MP4/M4A (AAC, ALAC) and raw
-ADTS AAC.
+ADTS AAC. A plain PCM WAV (16/24/32-bit integer or 32-bit float, within every limit) is read
+with numpy, giving FFmpeg's samples bit for bit; anything else in a WAV goes to FFmpeg, so its
+checks and errors stay the reference. PyAV (FFmpeg) is imported on first use (``pyav``).
 
 Example:
     >>> import numpy as np
@@ -30,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-import av
 import numpy as np
 
 from voxproof.errors import (
@@ -43,7 +44,15 @@ from voxproof.errors import (
 )
 from voxproof.resample import PolyResampler
 
-av.logging.set_level(None)  # ffmpeg's own log lines would leak internals to stderr
+
+def pyav():
+    """PyAV, imported on first use (a plain WAV needs no FFmpeg), its log silenced (FFmpeg's own
+    lines would leak internals to stderr)."""
+    import av
+
+    av.logging.set_level(None)
+    return av
+
 
 #: Demuxer to force and codecs to accept, per container family.
 _FAMILIES: Final[dict[str, tuple[str, frozenset[str]]]] = {
@@ -443,6 +452,14 @@ def _check_ogg_complete(data: bytes) -> None:
 def _demux_and_decode(data: bytes, family: str, limits: AudioLimits,
                       sink: _Collect | _Downmix) -> tuple[int, int, int, str]:
     """Decode into ``sink``; returns (rate, channels, frames per channel, codec)."""
+    plain = _plain_wav(data, limits) if family == "wav" else None
+    if plain is not None:
+        block, rate, codec = plain
+        sink.start(rate)
+        sink.add(block)
+        sink.finish()
+        return rate, block.shape[1], block.shape[0], codec
+    av = pyav()
     demuxer, codecs = _FAMILIES[family]
     started = time.monotonic()
     try:
@@ -516,7 +533,7 @@ def _decode_frames(container, stream, rate: int, limits: AudioLimits, started: f
     channels = stream.codec_context.channels
     max_values = min(limits.max_decoded_values,
                      max(limits.expansion_floor, int(limits.max_expansion * encoded_bytes)))
-    resampler = av.AudioResampler(format="flt", layout=stream.codec_context.layout, rate=rate)
+    resampler = pyav().AudioResampler(format="flt", layout=stream.codec_context.layout, rate=rate)
     total = 0
 
     def take(out) -> None:
@@ -547,6 +564,91 @@ def _decode_frames(container, stream, rate: int, limits: AudioLimits, started: f
     for out in resampler.resample(None):
         take(out)
     return total
+
+
+#: WAVE format tags (and WAVE_FORMAT_EXTENSIBLE sub-format GUIDs) of the plain-WAV path.
+_WAV_PCM: Final = 1
+_WAV_FLOAT: Final = 3
+_WAV_EXTENSIBLE: Final = 0xFFFE
+_WAV_GUID_TAIL: Final = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+#: (format tag, bits) -> FFmpeg's codec name.
+_WAV_CODECS: Final = {(_WAV_PCM, 16): "pcm_s16le", (_WAV_PCM, 24): "pcm_s24le",
+                      (_WAV_PCM, 32): "pcm_s32le", (_WAV_FLOAT, 32): "pcm_f32le"}
+
+
+def is_plain_wav(data: bytes, limits: AudioLimits = DEFAULT_LIMITS) -> bool:
+    """Whether ``decode`` reads ``data`` with numpy alone (a plain PCM WAV within ``limits``):
+    no FFmpeg, no native parser touches it."""
+    return _plain_wav(data, limits, samples=False) is not None
+
+
+def _plain_wav(data: bytes, limits: AudioLimits, *,
+               samples: bool = True) -> tuple[np.ndarray, int, str] | None:
+    """A plain PCM WAV's samples (float32, clipped, (frames, channels)), its rate and codec,
+    exactly as FFmpeg decodes them (swresample's conversions: int / 2^(bits-1), 24-bit as
+    32-bit); None for anything else: RF64, other codecs or sizes, a data chunk that is open,
+    short, empty or not whole frames, or audio at or beyond a limit (FFmpeg then decides).
+    Without ``samples``, only whether it is one (an empty block)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    fmt: tuple[int, int, int, int] | None = None
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk_id, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        body = pos + 8
+        if chunk_id == b"fmt ":
+            if fmt is not None or size < 16 or body + size > len(data):
+                return None
+            tag, channels, rate, byte_rate, align, bits = struct.unpack_from("<HHIIHH", data,
+                                                                              body)
+            if tag == _WAV_EXTENSIBLE:
+                if size < 40 or data[body + 26:body + 40] != _WAV_GUID_TAIL:
+                    return None
+                valid_bits, mask, sub_tag = struct.unpack_from("<HIH", data, body + 18)
+                if valid_bits != bits or mask and mask.bit_count() != channels:
+                    return None
+                tag = sub_tag
+            if (tag, bits) not in _WAV_CODECS or align != channels * bits // 8 \
+                    or byte_rate != rate * align:
+                return None
+            fmt = (tag, channels, rate, bits)
+        elif chunk_id == b"data":
+            if fmt is None:
+                return None
+            return _plain_wav_samples(data, body, size, fmt, limits, samples)
+        pos = body + size + (size & 1)
+    return None
+
+
+def _plain_wav_samples(data: bytes, start: int, size: int, fmt: tuple[int, int, int, int],
+                       limits: AudioLimits, convert: bool) -> tuple[np.ndarray, int, str] | None:
+    tag, channels, rate, bits = fmt
+    width = bits // 8
+    if not (1 <= channels <= limits.max_channels
+            and limits.min_sample_rate <= rate <= limits.max_sample_rate):
+        return None
+    if size in (0, 0xFFFFFFFF) or start + size > len(data) or size % (channels * width):
+        return None
+    frames = size // (channels * width)
+    max_values = min(limits.max_decoded_values,
+                     max(limits.expansion_floor, int(limits.max_expansion * len(data))))
+    if frames > int(limits.max_duration_s * rate) or frames * channels > max_values:
+        return None
+    if not convert:
+        return np.zeros((0, channels), np.float32), rate, _WAV_CODECS[(tag, bits)]
+    raw = memoryview(data)[start:start + size]
+    if bits == 24:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.uint32)
+        ints = ((b[:, 0] << 8) | (b[:, 1] << 16) | (b[:, 2] << 24)).view(np.int32)
+        samples = ints.astype(np.float32) * np.float32(2.0**-31)
+    elif tag == _WAV_FLOAT:
+        samples = np.frombuffer(raw, "<f4").astype(np.float32)
+    else:
+        ints = np.frombuffer(raw, "<i2" if bits == 16 else "<i4")
+        samples = ints.astype(np.float32) * np.float32(2.0 ** (1 - bits))
+    block = samples.reshape(frames, channels)
+    np.clip(block, -1.0, 1.0, out=block)
+    return block, rate, _WAV_CODECS[(tag, bits)]
 
 
 class _Collect:
@@ -641,6 +743,7 @@ def _encode_av(block: np.ndarray, sample_rate: int, muxer: str, codec: str,
     layout = {1: "mono", 2: "stereo"}.get(block.shape[1])
     if layout is None:
         raise UnsupportedAudio("only mono and stereo audio can be written in compressed formats")
+    av = pyav()
     out = io.BytesIO()
     with av.open(out, mode="w", format=muxer) as container:
         stream = container.add_stream(codec, rate=sample_rate, layout=layout)

@@ -3,6 +3,11 @@
 Each subcommand has an ``_add_<name>`` function that declares its arguments and a ``_cmd_<name>``
 function that runs it. Errors a user can cause are ``VoxproofError``s: printed as one line on
 stderr with their code, exit status 2. Nothing else is caught here: a bug shows its traceback.
+
+``keygen``, ``mark`` and ``verify`` import only what they use (a test holds them to it): no
+voice, no scipy, no pydantic-settings unless a ``VOXPROOF_*`` variable is set
+(``LocalSettings``), no PyAV for a plain WAV, no c2pa or cryptography for a file without a
+manifest. Whole-process timings: ``scripts/bench_cli.py``.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from voxproof import __version__
 from voxproof.errors import (
@@ -25,7 +31,10 @@ from voxproof.errors import (
     UsageError,
     VoxproofError,
 )
-from voxproof.settings import Settings
+
+if TYPE_CHECKING:
+    from voxproof.local_settings import LocalSettings
+    from voxproof.settings import Settings
 
 EXIT_USER_ERROR = 2
 DEFAULT_DEADLINE_S = 120.0
@@ -46,11 +55,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _key_file(args: argparse.Namespace) -> Path:
     """The --key-file given, else the one in the local state folder (created 0700)."""
-    from voxproof.settings import Settings
-
     if args.key_file:
         return Path(args.key_file)
-    settings = Settings()
+    settings = _settings(local=True)
     settings.ensure_state_dir()
     assert settings.key_file is not None
     return settings.key_file
@@ -134,15 +141,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         _require_extra("plot", "drawing the timeline (--plot)", "matplotlib")
     stdin = sys.stdin.buffer.read(_stdin_cap() + 1) if "-" in files else None
     key_files = [str(p) for p in args.key_file] if args.key_file else None
+    settings = _settings(local=True)
+    worker_now = not all(name.lower().endswith((".wav", ".wave")) for name in files)
     if len(files) == 1:  # one file: its error is the command's (exit 2, as before)
-        print(_verify_one(_checker(args.settings, key_files), files[0], stdin, args))
+        checker = _checker(settings, key_files, start=worker_now, spare=False)
+        print(_verify_one(checker, files[0], stdin, args))
         return 0
     jobs = min(args.jobs, len(files))
     if jobs == 1:
-        checker = _checker(args.settings, key_files)
+        checker = _checker(settings, key_files, start=worker_now)
         lines = (_verify_or_report(checker, name, stdin, args) for name in files)
     else:
-        lines = _verify_in_pool(args, key_files, files, stdin, jobs)
+        lines = _verify_in_pool(args, settings, key_files, files, stdin, jobs, worker_now)
     failed = False
     for ok, line in lines:
         failed |= not ok
@@ -150,13 +160,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_USER_ERROR if failed else 0
 
 
-def _checker(settings: Settings, key_files: list[str] | None):
-    """The verify half of the service: keys, registry, decode worker; never the voice."""
+def _checker(settings: Settings | LocalSettings, key_files: list[str] | None, *,
+             start: bool = True, spare: bool = True):
+    """The verify half of the service: keys, registry, decoder; never the voice.
+
+    Plain WAVs are decoded in this process (``LocalFiles``), anything else in the decode
+    worker, started now with ``start`` (its imports then overlap the detector's); with
+    ``spare`` off (one file) no second worker is started after the first."""
+    from voxproof.decode_worker import DecodeWorker, LocalFiles, decoder_for
+
+    decoder = decoder_for(settings, start=start, spare=spare)
+    if isinstance(decoder, DecodeWorker):
+        decoder = LocalFiles(decoder)
     from voxproof.runtime import build_service
 
-    service = build_service(settings, key_files=key_files, create_key=False)
-    service.decoder.start()  # the worker's imports overlap ours
-    return service
+    return build_service(settings, key_files=key_files, create_key=False, decoder=decoder)
 
 
 def _stdin_cap() -> int:
@@ -217,10 +235,11 @@ def _os_error_text(err: OSError) -> str:
 _POOL_STATE: dict[str, Any] = {}
 
 
-def _pool_init(settings: Settings, key_files: list[str] | None, stdin: bytes | None,
-               args: argparse.Namespace) -> None:
+def _pool_init(settings: Settings | LocalSettings, key_files: list[str] | None,
+               stdin: bytes | None, args: argparse.Namespace, worker_now: bool) -> None:
     """Each pool process builds its own service (its own registry connection and worker)."""
-    _POOL_STATE.update(service=_checker(settings, key_files), stdin=stdin, args=args)
+    _POOL_STATE.update(service=_checker(settings, key_files, start=worker_now), stdin=stdin,
+                       args=args)
 
 
 def _pool_verify(name: str) -> tuple[bool, str]:
@@ -228,8 +247,9 @@ def _pool_verify(name: str) -> tuple[bool, str]:
     return _verify_or_report(s["service"], name, s["stdin"], s["args"])
 
 
-def _verify_in_pool(args: argparse.Namespace, key_files: list[str] | None, files: list[str],
-                    stdin: bytes | None, jobs: int):
+def _verify_in_pool(args: argparse.Namespace, settings: Settings | LocalSettings,
+                    key_files: list[str] | None, files: list[str], stdin: bytes | None,
+                    jobs: int, worker_now: bool):
     """Reports in input order from ``jobs`` forked processes (forked before any service,
     decode worker or thread exists in this one)."""
     import multiprocessing
@@ -237,7 +257,7 @@ def _verify_in_pool(args: argparse.Namespace, key_files: list[str] | None, files
     pool_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(jobs, initializer=_pool_init,
-                  initargs=(args.settings, key_files, stdin, pool_args)) as pool:
+                  initargs=(settings, key_files, stdin, pool_args, worker_now)) as pool:
         yield from pool.imap(_pool_verify, files)
 
 
@@ -507,11 +527,23 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
-def _settings() -> Settings:
-    """The settings, read once from the ``VOXPROOF_*`` environment."""
+#: Commands that read the settings themselves, and only what they need (``_settings``).
+_LEAN: Final = frozenset({"keygen", "mark", "verify"})
+
+
+def _settings(*, local: bool = False) -> Settings | LocalSettings:
+    """The settings, read from the ``VOXPROOF_*`` environment; with ``local``, the defaults a
+    local service reads (``LocalSettings``) when no such variable is set."""
+    if local:
+        from voxproof.local_settings import LocalSettings
+
+        defaults = LocalSettings.from_env()
+        if defaults is not None:
+            return defaults
     from pydantic import ValidationError
 
     from voxproof.errors import from_validation_errors
+    from voxproof.settings import Settings
 
     try:
         return Settings()
@@ -522,9 +554,13 @@ def _settings() -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = _build_parser().parse_args(argv)
+    if args.command in _LEAN and "numpy" not in sys.modules:
+        # numpy's OpenBLAS starts a thread per core at import (~0.05 s); the mark uses no BLAS
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _log_to_stderr()
     try:
-        args.settings = _settings()
+        if args.command not in _LEAN:
+            args.settings = _settings()
         return int(args.func(args) or 0)
     except VoxproofError as err:
         print(f"voxproof: error [{err.code}]: {err.message}", file=sys.stderr)

@@ -43,6 +43,7 @@ from voxproof.errors import (
     CorruptAudio,
     MislabelledAudio,
     UnsupportedAudio,
+    VoxproofError,
 )
 
 if TYPE_CHECKING:
@@ -122,6 +123,74 @@ class InProcessDecoder:
         return clip, read_embedded(data, query.mime, anchors_pem=query.anchors_pem)
 
 
+#: RIFF chunks a WAV decoded by ``LocalFiles`` may hold: none can carry a C2PA manifest store
+#: (``C2PA``) or XMP pointing at one (``_PMX``), so c2pa would find none.
+_PLAIN_CHUNKS: Final = frozenset({b"fmt ", b"data", b"LIST", b"fact"})
+
+
+class LocalFiles:
+    """The CLI's decoder: a plain PCM WAV that can carry no manifest is decoded here, with
+    numpy alone (``audio.is_plain_wav``: no FFmpeg or c2pa, no native parser, touches its
+    bytes, so there is nothing to isolate from the key); everything else goes to ``worker``.
+
+    The result is what the worker would have answered: the same samples (the worker reads a
+    plain WAV with the same numpy code) and an absent manifest (tested).
+    """
+
+    def __init__(self, worker: Decoder) -> None:
+        self.worker = worker
+
+    def start(self) -> None:
+        """Start the worker (for an upload that is not a plain WAV)."""
+        self.worker.start()
+
+    def decode(self, data: bytes, *, declared: str | None = None,
+               limits: audio.AudioLimits = audio.DEFAULT_LIMITS) -> audio.MonoAudio:
+        if _plain(data, declared, limits):
+            return audio.decode_mono(data, declared=declared, limits=limits)
+        return self.worker.decode(data, declared=declared, limits=limits)
+
+    def decode_and_read(self, data: bytes, query: ManifestQuery, *,
+                        declared: str | None = None,
+                        limits: audio.AudioLimits = audio.DEFAULT_LIMITS
+                        ) -> tuple[audio.MonoAudio, CredentialsCheck]:
+        if _plain(data, declared, limits):
+            from voxproof.credentials.reader import CredentialsCheck
+
+            return (audio.decode_mono(data, declared=declared, limits=limits),
+                    CredentialsCheck("absent"))
+        return self.worker.decode_and_read(data, query, declared=declared, limits=limits)
+
+
+def _plain(data: bytes, declared: str | None, limits: audio.AudioLimits) -> bool:
+    """A complete plain PCM WAV within ``limits`` (declared as a WAV or not at all) whose
+    RIFF chunks are all in ``_PLAIN_CHUNKS`` and end where the file does."""
+    try:
+        if declared is not None and audio.family_of(declared) not in (None, "wav"):
+            return False  # mislabelled: the worker reports it as it always has
+    except VoxproofError:
+        return False
+    if len(data) > limits.max_bytes or not audio.is_plain_wav(data, limits):
+        return False
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk_id, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        if chunk_id not in _PLAIN_CHUNKS:
+            return False
+        pos += 8 + size + (size & 1)
+    return pos in (len(data), len(data) + 1)
+
+
+def decoder_for(settings: Any, *, start: bool = False, spare: bool = True) -> Decoder:
+    """The decoder ``settings`` ask for (``Settings`` or ``LocalSettings``): a
+    ``DecodeWorker`` with their limits, started now if ``start``, or in-process decoding when
+    ``decode_in_worker`` is off."""
+    if not settings.decode_in_worker:
+        return InProcessDecoder()
+    return DecodeWorker(memory_mb=settings.decode_worker_memory_mb,
+                        cpu_s=settings.decode_worker_cpu_s, start=start, spare=spare)
+
+
 class DecodeWorker:
     """Decodes uploads in throw-away worker processes, one per upload, one kept spare.
 
@@ -140,11 +209,15 @@ class DecodeWorker:
         The rate of the PCM returned (the detector's).
     start:
         Start the spare worker now (else on ``start()`` or the first upload).
+    spare:
+        Start the next upload's worker as soon as one finishes (off: when it is needed; a
+        command that decodes one file need not pay for a second worker).
     """
 
     def __init__(self, *, memory_mb: int = DEFAULT_MEMORY_MB, cpu_s: int = DEFAULT_CPU_S,
-                 rate: int = 8000, start: bool = True) -> None:
+                 rate: int = 8000, start: bool = True, spare: bool = True) -> None:
         self.rate = rate
+        self.keep_spare = spare
         self._config = {"memory_mb": memory_mb, "cpu_s": cpu_s, "path": _import_path()}
         self._lock = threading.Lock()
         self._spare: subprocess.Popen[bytes] | None = None
@@ -215,7 +288,7 @@ class DecodeWorker:
         finally:
             _reap(proc)
             with self._lock:
-                if self._spare is None:
+                if self._spare is None and self.keep_spare:
                     self._spare = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -454,8 +527,12 @@ def _read_manifest(data: bytes, query: dict[str, Any]) -> dict[str, Any]:
 
 
 def _preload() -> None:
-    """Import what a request may need before the limits are set (c2pa's native library)."""
+    """Import what a request may need before the limits are set (FFmpeg's and c2pa's native
+    libraries)."""
+    audio.pyav()
     try:
+        import c2pa  # noqa: F401
+
         import voxproof.credentials.reader  # noqa: F401
     except ImportError:  # c2pa-python missing: a manifest request then fails as a crash would
         pass

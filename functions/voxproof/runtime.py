@@ -10,6 +10,7 @@ boto3 is imported when the first client is made, so a local run never imports it
 
 Example:
     >>> import tempfile
+    >>> from voxproof.settings import Settings
     >>> runtime = Runtime.build(Settings(state_dir=tempfile.mkdtemp()), max_chars=1000)
     >>> runtime.service.max_chars, runtime.service.loaded_voice is None
     (1000, True)
@@ -24,14 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from voxproof import __version__
 from voxproof.credentials.core import Credentials
-from voxproof.decode_worker import Decoder, DecodeWorker, InProcessDecoder
+from voxproof.decode_worker import Decoder, decoder_for
 from voxproof.errors import VoxproofError
 from voxproof.keyring import FileKeySource, KeySource, SecretsManagerKeySource
 from voxproof.provenance import DynamoRegistry, Registry, S3Manifests, SQLiteRegistry
 from voxproof.service import Service, Step, no_step
-from voxproof.settings import Settings
 
 if TYPE_CHECKING:
+    from voxproof.credentials.signer import CredentialSigner
+    from voxproof.local_settings import LocalSettings
+    from voxproof.settings import Settings
     from voxproof.voice import Voice
 
 
@@ -67,16 +70,17 @@ class AwsClients:
         return self._session.client(service, config=Config(**config) if config else None)
 
 
-def build_service(settings: Settings, *, aws: AwsClients | None = None,
+def build_service(settings: Settings | LocalSettings, *, aws: AwsClients | None = None,
                   max_chars: int | None = None, voice: Voice | None = None,
                   key_files: list[str] | None = None, create_key: bool = True,
-                  step: Step = no_step) -> Service:
+                  step: Step = no_step, decoder: Decoder | None = None) -> Service:
     """The service for ``settings``: AWS parts where configured and ``aws`` is given, else local.
 
     Parameters
     ----------
     settings:
-        The model layer and its pin, the state folder, the AWS names.
+        The model layer and its pin, the state folder, the AWS names (``LocalSettings``:
+        the defaults a local service reads, for a CLI run with no ``VOXPROOF_*`` variable).
     aws:
         Clients for the AWS parts (``records_table``, ``key_secret_id``); without them (the CLI)
         the registry and key are always the local ones.
@@ -90,6 +94,9 @@ def build_service(settings: Settings, *, aws: AwsClients | None = None,
         Create the state folder's key file if it is missing (the CLI's verify does not).
     step:
         Wraps each step of the use cases (the Lambda adapters trace them).
+    decoder:
+        What decodes verify's uploads (default: ``decode_worker.decoder_for(settings)``, a
+        worker started on the first upload or by ``Runtime.build``).
     """
 
     def load() -> Voice:
@@ -100,17 +107,16 @@ def build_service(settings: Settings, *, aws: AwsClients | None = None,
     return Service(voice or load, _keys(settings, aws, key_files, create_key),
                    _registry(settings, aws),
                    max_chars=max_chars or settings.max_text_chars_sync, step=step,
-                   decoder=_decoder(settings), credentials=build_credentials(settings, aws))
+                   decoder=decoder or decoder_for(settings),
+                   credentials=build_credentials(settings, aws))
 
 
-def build_credentials(settings: Settings, aws: AwsClients | None = None) -> Credentials:
+def build_credentials(settings: Settings | LocalSettings,
+                      aws: AwsClients | None = None) -> Credentials:
     """Signing and trust for Content Credentials: a KMS key and the chain from Secrets Manager
     or SSM where the settings name them and ``aws`` is given, else the local identity in the
     state folder (created on the first signature, never by verify). Trusted: the own CA (unless
     ``c2pa_trust_own_ca`` is off) and ``c2pa_trust_anchors``."""
-    from voxproof.credentials.identity import CA_FILE, LocalIdentity, root_of
-    from voxproof.credentials.signer import CredentialSigner
-
     chain: list[bytes] = []  # the KMS chain, read once by whichever needs it first
 
     def kms_chain() -> bytes:
@@ -129,6 +135,9 @@ def build_credentials(settings: Settings, aws: AwsClients | None = None) -> Cred
                                             or settings.c2pa_chain_parameter)
 
     def signer() -> CredentialSigner:
+        from voxproof.credentials.identity import LocalIdentity
+        from voxproof.credentials.signer import CredentialSigner
+
         if on_kms:
             from voxproof.credentials.kms import KmsSign
 
@@ -139,9 +148,13 @@ def build_credentials(settings: Settings, aws: AwsClients | None = None) -> Cred
         return CredentialSigner.local(LocalIdentity.load_or_create(settings.credentials_dir))
 
     def anchors() -> str | None:
+        from voxproof.credentials import CA_FILE
+
         pems: list[bytes] = []
         if settings.c2pa_trust_own_ca:
             if on_aws_chain:
+                from voxproof.credentials.identity import root_of  # cryptography: only here
+
                 try:
                     pems.append(root_of(kms_chain()))
                 except (VoxproofError, ValueError):  # not provisioned yet: trusted on a later ask
@@ -155,15 +168,7 @@ def build_credentials(settings: Settings, aws: AwsClients | None = None) -> Cred
     return Credentials(signer, anchors, version=__version__)
 
 
-def _decoder(settings: Settings) -> Decoder:
-    """A decode worker, started on the first upload or by ``Runtime.build``."""
-    if not settings.decode_in_worker:
-        return InProcessDecoder()
-    return DecodeWorker(memory_mb=settings.decode_worker_memory_mb,
-                        cpu_s=settings.decode_worker_cpu_s, start=False)
-
-
-def _registry(settings: Settings, aws: AwsClients | None) -> Registry:
+def _registry(settings: Settings | LocalSettings, aws: AwsClients | None) -> Registry:
     if aws is not None and settings.records_table:
         manifests = None
         if settings.output_bucket:  # stores too large for an item go beside the records
@@ -173,7 +178,7 @@ def _registry(settings: Settings, aws: AwsClients | None) -> Registry:
     return SQLiteRegistry(settings.state_dir / "records.sqlite3")
 
 
-def _keys(settings: Settings, aws: AwsClients | None, key_files: list[str] | None,
+def _keys(settings: Settings | LocalSettings, aws: AwsClients | None, key_files: list[str] | None,
           create_key: bool) -> KeySource:
     if key_files:
         return FileKeySource(key_files)

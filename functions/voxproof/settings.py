@@ -18,6 +18,7 @@ from typing import Annotated, Final, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from voxproof.local_settings import default_state_dir
 from voxproof.voice.pins import DEFAULT_MANIFEST_SHA256
 
 _PACKAGE_DIR: Final = Path(__file__).resolve().parent
@@ -25,11 +26,6 @@ _PACKAGE_DIR: Final = Path(__file__).resolve().parent
 CHECKOUT_MODEL_DIR: Final = _PACKAGE_DIR.parent.parent / "layers" / "model"
 #: Where the image puts the layer.
 IMAGE_MODEL_DIR: Final = Path("/opt/voxproof/model")
-
-
-def _default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "voxproof"
 
 
 def _default_model_dir() -> Path:
@@ -43,7 +39,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VOXPROOF_", extra="forbid")
 
-    state_dir: Path = Field(default_factory=_default_state_dir)
+    state_dir: Path = Field(default_factory=default_state_dir)
     """Local state: the default key file, the SQLite provenance registry. Created mode 0700."""
 
     model_dir: Path = Field(default_factory=_default_model_dir)

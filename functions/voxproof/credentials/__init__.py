@@ -7,6 +7,8 @@ trust anchors. Guarantees: a manifest never holds the text or the caller; the lo
 is written mode 0600. Design and numbers: docs/credentials.md.
 """
 
+from typing import Final
+
 from voxproof.credentials.manifest import (
     ALGORITHM,
     DIGITAL_SOURCE_TYPE,
@@ -15,4 +17,11 @@ from voxproof.credentials.manifest import (
     manifest_definition,
 )
 
-__all__ = ["ALGORITHM", "DIGITAL_SOURCE_TYPE", "FORMATS", "MIME_TYPES", "manifest_definition"]
+#: The local identity's files in its folder (``identity``); here so that a verify can find the
+#: CA to trust without importing cryptography.
+CA_FILE: Final = "ca.pem"
+CERT_FILE: Final = "signer.pem"
+KEY_FILE: Final = "signer.key"
+
+__all__ = ["ALGORITHM", "CA_FILE", "CERT_FILE", "DIGITAL_SOURCE_TYPE", "FORMATS", "KEY_FILE",
+           "MIME_TYPES", "manifest_definition"]

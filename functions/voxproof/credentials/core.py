@@ -21,11 +21,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from voxproof.credentials.manifest import MIME_TYPES, manifest_definition
 from voxproof.credentials.reader import CredentialsCheck, read_embedded, read_stored
-from voxproof.credentials.signer import CredentialSigner, SignedAudio
+
+if TYPE_CHECKING:  # the signer (c2pa, cryptography) is imported by whoever builds one
+    from voxproof.credentials.signer import CredentialSigner, SignedAudio
 
 Status = Literal["manifest_and_mark", "recovered", "manifest_invalid", "none",
                  "manifest_only", "mark_only", "mismatch"]

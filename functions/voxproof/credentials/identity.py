@@ -31,12 +31,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from voxproof.credentials import CA_FILE, CERT_FILE, KEY_FILE
 from voxproof.errors import VoxproofError
 
-CA_FILE: Final = "ca.pem"
-CERT_FILE: Final = "signer.pem"
-KEY_FILE: Final = "signer.key"
-#: Local certificates last ten years (the CA key is gone, so no renewal: a new folder is a new CA).
 _VALID_DAYS: Final = 3650
 
 

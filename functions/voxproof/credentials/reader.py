@@ -23,11 +23,12 @@ from __future__ import annotations
 import io
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
-
-import c2pa
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from voxproof.credentials.manifest import ALGORITHM, PROVENANCE_LABEL, record_id_from_binding
+
+if TYPE_CHECKING:
+    import c2pa  # imported when a store is read: a verify without one never loads it
 
 State = Literal["trusted", "valid_untrusted", "invalid", "absent"]
 #: Codes of a manifest's hard binding to the bytes it was embedded in (absent from a stored
@@ -75,6 +76,8 @@ def read_embedded(data: bytes, mime: str | None, *,
     (``mime`` None: a format that carries none)."""
     if mime is None:
         return CredentialsCheck("absent")
+    import c2pa
+
     try:
         reader = c2pa.Reader(mime or "", io.BytesIO(data), context=_context(anchors_pem))
     except c2pa.C2paError as err:
@@ -88,6 +91,8 @@ def read_embedded(data: bytes, mime: str | None, *,
 
 def read_stored(store: bytes, *, anchors_pem: str | None) -> CredentialsCheck:
     """A stored manifest store on its own: signature and trust only."""
+    import c2pa
+
     try:
         reader = c2pa.Reader("application/c2pa", io.BytesIO(store), context=_context(anchors_pem))
     except c2pa.C2paError as err:
@@ -152,6 +157,8 @@ def _error_code(err: Exception) -> str:
 def _context(anchors_pem: str | None) -> c2pa.Context:
     """One c2pa context per set of anchors (trust checked always; never a network fetch: no
     remote manifest a hostile upload points at, no OCSP)."""
+    import c2pa
+
     with _contexts_lock:
         if anchors_pem not in _contexts:
             trust: dict[str, Any] = {"verify": {"verify_trust": True,
