@@ -22,9 +22,9 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterable
 from typing import Final
 
 from voxproof.errors import (
