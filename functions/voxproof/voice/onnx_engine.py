@@ -165,11 +165,6 @@ def load_onnx_engine(layer: VerifiedLayer, *, threads: int = 0) -> OnnxEngine:
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 4  # a too-short noise buffer is retried, not worth a log line
-    # No memory arena: onnxruntime's arena keeps what each input shape needed and grows in powers
-    # of two, so a warm process speaking texts of varied lengths grew without bound (60 long
-    # texts: 244 -> 1,220 MB, past the speech function's 1,024 MB); without it the same run stays
-    # at ~380 MB (peak 772 MB), for ~15 % more synthesis time (docs/voice.md).
-    options.enable_cpu_mem_arena = False
     if export.optimized is not None and export.optimized.onnxruntime_version == onnxruntime.__version__:
         # optimized at build time by this very onnxruntime: doing it again would cost ~1 s of
         # every cold start for the same graph (another version re-optimizes: slower, correct)
