@@ -33,7 +33,6 @@ import numpy as np
 
 from voxproof.deadline import Clock, Deadline
 from voxproof.errors import DeadlineExceeded, DeadlineTooShort, TextEmpty
-from voxproof.heap import release_large_buffers
 from voxproof.text import Removal, prepare
 from voxproof.voice.inputs import MAX_IDS
 from voxproof.voice.layer import VerifiedLayer, verify_layer
@@ -396,7 +395,6 @@ def load_voice(settings: Settings) -> Voice:
     not match is refused with its ``LayerError``, and one that is not built yet (only its
     manifest) names the command that builds it (``voxproof layer build``). Nothing is built here.
     """
-    release_large_buffers()  # a warm process's memory must not ratchet up (voxproof.heap)
     layer = verify_layer(settings.model_dir, manifest_sha256=settings.model_manifest_sha256,
                          unread=lambda manifest: unread_by(settings.engine, manifest))
     engine = load_engine(layer, engine=settings.engine, threads=settings.torch_threads)
