@@ -90,6 +90,8 @@ def check_sandbox(api: LambdaRuntimeAPI, wait_s: float) -> Outcome:
     for name, value in box["cache_variables"].items():
         check(bool(value) and value.startswith("/tmp"), f"{name}={value} is under /tmp")
     check(box["tempdir"] == "/tmp", f"tempfile.gettempdir() is {box['tempdir']}")
+    check(box["malloc_mmap_threshold"] == "131072",  # freed buffers return (functions/Dockerfile)
+          f"the runtime has MALLOC_MMAP_THRESHOLD_={box['malloc_mmap_threshold']}")
     return outcome
 
 

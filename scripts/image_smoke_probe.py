@@ -78,6 +78,7 @@ def _sandbox() -> dict[str, Any]:
         "writes": {path: _try_write(path) for path in (*READ_ONLY_PATHS, "/tmp")},
         "cache_variables": {name: os.environ.get(name) for name in CACHE_VARIABLES},
         "tempdir": tempfile.gettempdir(),
+        "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
     }
 
 
