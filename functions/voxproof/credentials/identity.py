@@ -34,6 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from voxproof.credentials import CA_FILE, CERT_FILE, KEY_FILE
 from voxproof.errors import VoxproofError
 
+#: Local certificates last ten years (the CA key is gone, so no renewal: a new folder is a new CA).
 _VALID_DAYS: Final = 3650
 
 
