@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV_PREFIX = "VOXPROOF_"
+KEY_FILE_NAME = "watermark.key"
+"""The default watermark key file in the state folder (``Settings`` and ``LocalSettings``)."""
+CREDENTIALS_DIR_NAME = "c2pa"
+"""The local C2PA signing identity's folder in the state folder."""
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -30,6 +34,13 @@ def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
     base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "voxproof"
+
+
+def ensure_state_dir(state_dir: Path) -> Path:
+    """Create ``state_dir`` (mode 0700) if missing, make it 0700 if not, and return it."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    return state_dir
 
 
 @dataclass(frozen=True)
@@ -54,14 +65,12 @@ class LocalSettings:
 
     @property
     def key_file(self) -> Path:
-        return self.state_dir / "watermark.key"
+        return self.state_dir / KEY_FILE_NAME
 
     @property
     def credentials_dir(self) -> Path:
-        return self.state_dir / "c2pa"
+        return self.state_dir / CREDENTIALS_DIR_NAME
 
     def ensure_state_dir(self) -> Path:
         """Create the state folder (mode 0700) if missing and return it."""
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)
-        return self.state_dir
+        return ensure_state_dir(self.state_dir)

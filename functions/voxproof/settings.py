@@ -11,14 +11,18 @@ Example:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from voxproof.local_settings import default_state_dir
+from voxproof.local_settings import (
+    CREDENTIALS_DIR_NAME,
+    KEY_FILE_NAME,
+    default_state_dir,
+    ensure_state_dir,
+)
 from voxproof.voice.pins import DEFAULT_MANIFEST_SHA256
 
 _PACKAGE_DIR: Final = Path(__file__).resolve().parent
@@ -163,13 +167,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fill_key_file(self) -> Settings:
         if self.key_file is None:
-            self.key_file = self.state_dir / "watermark.key"
+            self.key_file = self.state_dir / KEY_FILE_NAME
         return self
 
     @property
     def credentials_dir(self) -> Path:
         """The local C2PA signing identity: CA, signing certificate, key (mode 0600)."""
-        return self.state_dir / "c2pa"
+        return self.state_dir / CREDENTIALS_DIR_NAME
 
     @property
     def wheel_cache_dir(self) -> Path:
@@ -178,6 +182,4 @@ class Settings(BaseSettings):
 
     def ensure_state_dir(self) -> Path:
         """Create the state folder (mode 0700) if missing and return it."""
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)
-        return self.state_dir
+        return ensure_state_dir(self.state_dir)
