@@ -104,6 +104,27 @@ def test_the_local_api_imports_neither_synthesis_nor_boto3(tmp_path):
     assert not any(loaded.values()), loaded
 
 
+def test_traced_containers_patch_botocore_only_when_a_client_is_made(tmp_path):
+    """On Lambda (tracing on) init imports no botocore client code nor requests, and the first
+    boto3 client still comes out traced (test_api_lambda sees its calls as X-Ray subsegments)."""
+    code = ("import sys, json, voxproof.handlers.common as common; "
+            "before = {m: m in sys.modules for m in ('botocore.client', 'requests')}; "
+            "import boto3, botocore.client; "
+            "boto3.session.Session().client('dynamodb'); "
+            "wrapped = type(botocore.client.BaseClient._make_api_call).__name__; "
+            "print(json.dumps([common.tracer.disabled, before, wrapped]))")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VOXPROOF_", "AWS_"))}
+    env = {**clean, **AWS_ENV, "PYTHONPATH": str(REPO / "functions"),
+           "LAMBDA_TASK_ROOT": str(tmp_path), "AWS_LAMBDA_FUNCTION_NAME": "voxproof-speech"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    disabled, before, wrapped = json.loads(done.stdout.strip().splitlines()[-1])
+    assert disabled is False  # a Lambda environment: tracing on
+    assert before == {"botocore.client": False, "requests": False}
+    assert wrapped == "BoundFunctionWrapper"  # the X-Ray SDK's wrapper around every API call
+
+
 def test_the_batch_function_loads_no_model_before_a_job_runs(tmp_path):
     env = {**AWS_ENV, "VOXPROOF_STATE_DIR": str(tmp_path / "state"),
            "VOXPROOF_RECORDS_TABLE": "records", "VOXPROOF_IDEMPOTENCY_TABLE": "idempotency",
