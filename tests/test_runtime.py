@@ -135,6 +135,30 @@ def test_the_batch_function_loads_no_model_before_a_job_runs(tmp_path):
     assert not any(loaded[name] for name in ("torch", "TTS", "voxproof.voice.synthesis")), loaded
 
 
+def _children() -> set[int]:
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    return {int(pid) for task in tasks.iterdir()
+            for pid in (task / "children").read_text().split()}
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_only_a_verify_container_starts_a_decode_worker_at_build(tmp_path, default_voice,
+                                                                  preload):
+    """The speech function (voice preloaded) gets no uploads: a spare worker there would only
+    take CPU from its first request and memory from its 1,024 MB."""
+    settings = Settings(state_dir=tmp_path / "state", preload_voice=preload)
+    assert settings.decode_in_worker
+    before = _children()
+    runtime = Runtime.build(settings, max_chars=100, voice=default_voice)
+    started = _children() - before
+    assert (len(started) == 1) is not preload, started
+    clip = runtime.service.speak(TEXT, CALLER, Deadline.after(60), fmt="mp3")
+    # ... and a container that did not start one still decodes an upload (in a worker)
+    assert runtime.service.verify(clip.audio, CALLER).verdict == "recorded"
+    assert len(_children() - before) >= 1
+    runtime.service.decoder.close()
+
+
 @pytest.mark.parametrize("preload", [False, True])
 def test_the_runtime_loads_the_voice_at_build_only_when_asked(tmp_path, default_voice, preload):
     settings = Settings(state_dir=tmp_path / "state", preload_voice=preload)

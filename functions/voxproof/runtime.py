@@ -207,7 +207,8 @@ class Runtime:
         (a Lambda container's init), else on the first speech (verify never loads it)."""
         aws = aws if aws is not None else AwsClients()
         service = build_service(settings, aws=aws, max_chars=max_chars, voice=voice, step=step)
-        service.decoder.start()  # before any request, so before any key is read
-        if settings.preload_voice:
-            service.load()
+        if settings.preload_voice:  # a speech container: no spare decode worker taking CPU and
+            service.load()          # memory from its first request (one starts on an upload)
+        else:
+            service.decoder.start()  # a verify container: a worker ready for the first upload
         return cls(settings, service, aws)
