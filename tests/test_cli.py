@@ -183,7 +183,8 @@ def test_cli_mark_and_verify_of_a_wav_import_only_what_they_use(bulk, tmp_path,
     found = set(modules)
     never = {"pydantic_settings", "voxproof.settings", "av", "c2pa", "cryptography.x509",
              "voxproof.credentials.identity", "voxproof.credentials.signer", "scipy",
-             "voxproof.voice", "torch", "onnxruntime", "boto3", "botocore", "matplotlib"}
+             "voxproof.voice", "torch", "onnxruntime", "boto3", "botocore", "matplotlib",
+             "numpy.ma"}  # np.percentile's import (analysis.percentile instead)
     assert not never & found, never & found
     if argv[0] == "mark":
         assert not {"pydantic", "sqlite3", "voxproof.service", "voxproof.runtime",

@@ -13,6 +13,9 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from scipy.signal import resample_poly
 from voxproof.deadline import Deadline
 from voxproof.errors import AudioError, InvalidRecordId, KeyError_, UnsupportedAudio
@@ -328,3 +331,16 @@ def test_every_length_embeds_and_decodes():
         marked = embed(x, 22050, key, 5)
         assert marked.shape == x.shape
     assert detect(marked, 22050, [key]).record_id == 5
+
+
+@settings(deadline=None)
+@given(values=hnp.arrays(st.sampled_from([np.float32, np.float64]), st.integers(1, 600),
+                         elements={"allow_nan": True, "allow_infinity": True}),
+       q=st.sampled_from([99, 50, 0, 100, 1, 99.5]))
+def test_analysis_percentile_is_numpys_bit_for_bit(values, q):
+    """The mark's speech gate uses ``an.percentile`` (no numpy.ma import): it must give
+    ``np.percentile``'s value exactly, or marks would change."""
+    with np.errstate(invalid="ignore"):
+        ours, numpys = an.percentile(values, q), np.percentile(values, q)
+    assert ours.dtype == numpys.dtype
+    assert ours.tobytes() == numpys.tobytes() or (np.isnan(ours) and np.isnan(numpys))

@@ -156,3 +156,35 @@ def cell_steps(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     level = np.clip(cell_levels(first, second), LOUD_DB, QUIET_DB)
     frac = (level - LOUD_DB) / (QUIET_DB - LOUD_DB)
     return STEP_LOUD * (STEP_QUIET / STEP_LOUD) ** frac
+
+
+def percentile(values: np.ndarray, q: float) -> np.floating:
+    """``np.percentile(values, q)`` of a 1-D array, bit for bit (numpy's default linear method,
+    NaN in, NaN out), without its import of ``numpy.ma`` (~35 ms of every cold process that
+    marks: ``np.percentile`` goes through ``np.unique``, which loads it).
+
+    Example:
+        >>> float(percentile(np.arange(101.0), 99))
+        99.0
+    """
+    a = np.asarray(values).ravel()
+    n = a.size
+    if n == 0:
+        raise IndexError("percentile of an empty array")
+    if np.issubdtype(a.dtype, np.inexact) and np.isnan(a).any():
+        return a.dtype.type(np.nan)
+    virtual = (n - 1) * (q / 100)
+    if virtual >= n - 1:
+        low = high = n - 1
+    elif virtual < 0:
+        low = high = 0
+    else:
+        low = int(np.floor(virtual))
+        high = low + 1
+    gamma = virtual - float(np.floor(virtual))
+    part = np.partition(a, sorted({0, -1, low, high}))  # numpy's own kth: the same order
+    below, above = part[low], part[high]
+    diff = above - below
+    if gamma >= 0.5:  # numpy's _lerp: from the nearer end, for monotonicity
+        return above - diff * (1 - gamma)
+    return below + diff * gamma

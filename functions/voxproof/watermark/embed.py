@@ -116,7 +116,7 @@ def _cell_values(tiles: np.ndarray, n_blocks: int) -> np.ndarray:
 def _speech_blocks(tiles: np.ndarray) -> np.ndarray:
     """Blocks whose two slots both carry speech-level energy."""
     level = np.log(np.exp(tiles).sum(axis=1))
-    ref = np.percentile(level, 99)
+    ref = an.percentile(level, 99)
     speech = (level >= ref - GATE_DB * np.log(10) / 10) & (
         level >= np.log(FLOOR_POWER * SLOT_ENERGY_PER_POWER)
     )

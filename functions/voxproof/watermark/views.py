@@ -244,7 +244,7 @@ class _Cells:
         """A fall of e per ``NOISE_DB`` for cells whose weaker tile is more than
         ``NOISE_KNEE_DB`` below the loud tiles."""
         loud = self.log_e[self.slot_activity > 0]
-        top = np.percentile(loud, 99) if len(loud) else 0.0  # the loud tiles
+        top = an.percentile(loud, 99) if len(loud) else 0.0  # the loud tiles
         loud_db = np.maximum(top - np.minimum(*self.tiles()), 0.0) / _DB
         return np.exp(-np.maximum(loud_db - NOISE_KNEE_DB, 0.0) / NOISE_DB)
 
@@ -283,6 +283,6 @@ def _activity(log_e: np.ndarray) -> np.ndarray:
     """Speech activity of each slot: 1 within GATE_DB of the loudest slots, fading to 0 over
     the next 5 dB; 0 below the embedder's floor (the embedder marks only such slots)."""
     level = np.log(np.exp(log_e).sum(axis=1))
-    ref = np.percentile(level, 99)
+    ref = an.percentile(level, 99)
     floor = np.log(FLOOR_POWER * SLOT_ENERGY_PER_POWER)
     return np.clip((level - (ref - (GATE_DB + 5) * _DB)) / (5 * _DB), 0.0, 1.0) * (level >= floor)
