@@ -245,3 +245,30 @@ def test_two_outputs_mixed_are_present_though_no_record_reads(tmp_path, voices,
     assert found.presence.z >= found.presence.threshold
     twin = detect(plain, sr, [KEY])
     assert not twin.found and not twin.presence.found
+
+
+def test_verify_reports_presence_when_only_presence_survives(voices, registry) -> None:
+    """Through the service: the mixed outputs are ``not_found`` as a record (verdict, record id
+    and confidence unchanged) with ``presence_found`` true and AI-generated; their unmarked
+    twin has neither."""
+    from fakes import StaticKeys
+    from voxproof import audio
+    from voxproof.keyring import KeyRing
+    from voxproof.service import Caller, Service
+
+    a, b, sr = voices
+    service = Service(lambda: None, StaticKeys(KeyRing(KEY)), registry, max_chars=100)
+    caller = Caller("test:carol", "cli")
+    mixed = embed(a, sr, KEY, 0x1111111111) + embed(b, sr, KEY, 0x2222222222)
+    report = service.verify(audio.encode(mixed, sr, "wav"), caller)
+    assert not report.found and report.verdict == "not_found" and report.presence_found
+    public = report.public_dict()
+    assert public["found"] is False and public["record_id"] is None and public["record"] is None
+    assert public["presence_found"] is True and public["ai_generated"] is True
+    assert public["confidence_level"] == "none" and "presence" not in public
+    detailed = report.detailed_dict()
+    assert detailed["presence"]["found"] and detailed["presence"]["key_id"] == KEY.key_id
+    assert detailed["presence_found"] is True and detailed["record_id"] is None
+    twin = service.verify(audio.encode(a + b, sr, "wav"), caller)
+    assert twin.verdict == "not_found" and not twin.presence_found
+    assert twin.public_dict()["ai_generated"] is None
