@@ -56,7 +56,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import fftconvolve, resample_poly
 from voxproof.watermark import WatermarkKey, embed
-from voxproof.watermark.detect import MAX_ATTEMPTS, detect, inspect
+from voxproof.watermark.detect import MAX_ATTEMPTS, PRESENCE_P, detect, inspect
 from voxproof.watermark.payload import TAG_BITS, payload_bits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -461,13 +461,14 @@ def summarise(results: list[dict], attacks: list[str]) -> str:
 
 
 # --- false positives on synthetic unmarked clips ------------------------------------------------
-def _fp_batch(seeds: list[int]) -> list[tuple[int, bool, float]]:
+def _fp_batch(seeds: list[int]) -> list[tuple[int, bool, float, bool, float, float]]:
     out = []
     for seed in seeds:
         kind = KINDS[seed % len(KINDS)]
         sr = (8000, 16000)[seed % 2]
         found = detect(synthetic(kind, 0.75 + 0.25 * (seed % 2), sr, seed), sr, [KEY])
-        out.append((seed, found.found, found.p_false))
+        p = found.presence
+        out.append((seed, found.found, found.p_false, p.found, p.z, p.threshold))
     return out
 
 
@@ -480,9 +481,11 @@ def false_positive_sweep(n: int, jobs: int) -> dict:
                    for r in batch]
     assert len(results) == n
     bound = MAX_ATTEMPTS * 2.0**-TAG_BITS
-    return {"clips": n, "found": [seed for seed, found, _ in results if found],
-            "max_p_false": max(p for _, _, p in results), "bound": bound,
-            "kinds": list(KINDS)}
+    worst = max(results, key=lambda r: r[4] - r[5])
+    return {"clips": n, "found": [r[0] for r in results if r[1]],
+            "max_p_false": max(r[2] for r in results), "bound": bound,
+            "presence_found": [r[0] for r in results if r[3]],
+            "max_presence_z": worst[4], "its_threshold": worst[5], "kinds": list(KINDS)}
 
 
 def summarise_false_positives(sweep: dict) -> str:
@@ -493,6 +496,9 @@ def summarise_false_positives(sweep: dict) -> str:
                                                       if sweep["found"] else ""),
         (f"largest reported p_false {sweep['max_p_false']:.3g}; bound per key and file "
          f"{MAX_ATTEMPTS} x 2^-{TAG_BITS} = {sweep['bound']:.3g}"),
+        (f"presence found: {len(sweep['presence_found'])}; largest presence z "
+         f"{sweep['max_presence_z']:.2f} against its threshold {sweep['its_threshold']:.2f} "
+         f"(bound {PRESENCE_P:g} per key and file)"),
     ])
 
 
