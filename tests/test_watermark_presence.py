@@ -167,10 +167,12 @@ def test_a_mark_whose_payload_does_not_verify_is_present_but_never_a_record() ->
 
 
 # --- the project's voice through real channels ---------------------------------------------------
-CORPUS_TEXTS = ("Hello, and thank you for calling. Your call is important to us, so please stay "
-                "on the line.",  # scripts/watermark_corpus.txt, texts 0 and 2
-                "The quick brown fox jumps over the lazy dog, and then it runs back into the "
-                "forest to hide.")
+CORPUS_TEXTS = (  # scripts/watermark_corpus.txt, texts 0 and 2
+    ("Hello, and thank you for calling. Your call is important to us, so please stay on the "
+     "line."),
+    ("The quick brown fox jumps over the lazy dog, and then it runs back into the forest to "
+     "hide."),
+)
 
 
 @pytest.fixture(scope="module")
