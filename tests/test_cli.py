@@ -35,9 +35,22 @@ def test_cli_keygen_mark_verify(tmp_path, capsys, host: np.ndarray) -> None:
     assert body["found"] and body["record_id"] == "00000000a1"
     assert body["key_id"] == WatermarkKey.read_key_file(key_file).key_id
     assert body["segments"] and 0 < body["p_false"] <= MAX_ATTEMPTS * 2.0**-24  # one key
+    presence = body["presence"]  # beside the existing fields: a record implies presence
+    assert presence["found"] is True and presence["key_id"] == body["key_id"]
+    assert presence["z"] >= presence["threshold"] and presence["p_false"] == 1e-6
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli_main(["verify", str(tmp_path / "out.wav"), "--key-file", str(key_file)]) == 0
+    assert "presence: FOUND, key " in capsys.readouterr().out
     assert cli_main(["verify", str(tmp_path / "in.wav"), "--key-file", str(key_file)]) == 0
-    assert "none found" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "none found" in out and "presence: not found (z " in out
+    assert cli_main(["verify", str(tmp_path / "in.wav"), "--key-file", str(key_file),
+                     "--json"]) == 0  # exit 0 whether found or not, as before
+    body = json.loads(capsys.readouterr().out)
+    assert body["found"] is False and body["verdict"] == "not_found"
+    assert body["presence"]["found"] is False and body["presence"]["key_id"] is None
+    assert body["presence"]["z"] < body["presence"]["threshold"]
+    assert body["presence"]["hypotheses"] == 46 * 256  # the full search
     assert cli_main(["mark", str(tmp_path / "in.wav"), str(tmp_path / "x.wav"),
                      "--key-file", str(key_file), "--record-id", "xyz"]) == 2
     assert "invalid_record_id" in capsys.readouterr().err
@@ -104,6 +117,7 @@ def test_cli_verify_many_files_prints_one_json_line_each_in_order(bulk, jobs: st
     assert (a["found"], a["record_id"]) == (True, "00000000a1")
     assert (b["found"], b["record_id"]) == (True, "00000000b2")
     assert plain["found"] is False and plain["record_id"] is None
+    assert a["presence"]["found"] and b["presence"]["found"] and not plain["presence"]["found"]
     assert notes["error"]["code"] == "unsupported_audio" and "found" not in notes
     assert missing["error"]["code"] == "unreadable_file"
     assert "Traceback" not in done.stderr.decode()

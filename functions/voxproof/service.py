@@ -172,9 +172,21 @@ class VerifyReport:
         return self.detection.found
 
     @property
+    def presence_found(self) -> bool:
+        """A mark of a key in force is present: a record verified, or the presence tier's
+        keyed statistic reached its threshold (P(false) <= 1e-6 per key; no record id)."""
+        return self.found or self.detection.presence.found
+
+    @property
+    def ai_generated(self) -> bool | None:
+        """True when a mark is present (everything this service marks is synthesized
+        speech); None otherwise (no mark is no evidence either way)."""
+        return True if self.presence_found else None
+
+    @property
     def verdict(self) -> str:
         """``recorded`` (mark and record agree), ``marked`` (mark verified, no record here)
-        or ``not_found``."""
+        or ``not_found`` (no record id; ``presence_found`` may still say a mark is there)."""
         if not self.detection.found:
             return "not_found"
         return "recorded" if self.record is not None else "marked"
@@ -187,9 +199,10 @@ class VerifyReport:
 
     def public_dict(self) -> dict[str, Any]:
         """The public verify answer: a verdict, never an oracle. Found or not, the record id,
-        when and with which voice and model it was made, that it is AI-generated, and a coarse
-        confidence; no score, p_false, segments, speed, key id, or the record's caller,
-        request, job or text hash (those are ``detailed_dict``, for auditors)."""
+        when and with which voice and model it was made, whether a mark is present (presence
+        tier), that it is AI-generated, and a coarse confidence; no score, p_false, segments,
+        speed, key id, presence statistic, or the record's caller, request, job or text hash
+        (those are ``detailed_dict``, for auditors)."""
         record = None
         if self.record is not None:
             full = self.record.public_dict()
@@ -198,7 +211,8 @@ class VerifyReport:
             "found": self.found,
             "verdict": self.verdict,
             "record_id": self.detection.to_dict()["record_id"],
-            "ai_generated": True if self.found else None,
+            "presence_found": self.presence_found,
+            "ai_generated": self.ai_generated,
             "confidence_level": self.confidence_level,
             "duration_s": round(self.duration_s, 3),
             "sample_rate": self.sample_rate,
@@ -209,11 +223,12 @@ class VerifyReport:
         }
 
     def detailed_dict(self) -> dict[str, Any]:
-        """The auditor's answer: everything ``to_dict`` says (scores, segments, the full
-        record with its caller) plus the public view's ``ai_generated`` and
-        ``confidence_level``, so every public field is in it with the same meaning."""
-        return {**self.to_dict(), "ai_generated": True if self.found else None,
-                "confidence_level": self.confidence_level}
+        """The auditor's answer: everything ``to_dict`` says (scores, segments, the presence
+        statistic, the full record with its caller) plus the public view's ``presence_found``,
+        ``ai_generated`` and ``confidence_level``, so every public field is in it with the same
+        meaning."""
+        return {**self.to_dict(), "presence_found": self.presence_found,
+                "ai_generated": self.ai_generated, "confidence_level": self.confidence_level}
 
     def to_dict(self) -> dict[str, Any]:
         """The full report, as ``voxproof verify --json`` prints it (the local user is the

@@ -27,7 +27,7 @@ OTHER = "arn:aws:sts::123456789012:assumed-role/SpeechClient/bob"
 RECORD_ID = 0x00C0FFEE42
 #: What only an auditor may see.
 DETAILED_ONLY = {"score", "p_false", "segments", "speed", "mode", "key_id", "tag_verified",
-                 "confidence"}
+                 "confidence", "presence"}
 RECORD_PRIVATE = {"caller", "request_id", "job_id", "text_hash", "key_id", "entry_point"}
 
 
@@ -77,7 +77,7 @@ def test_the_public_answer_is_a_verdict_without_scores_segments_or_caller(api):
     VerifyPublicResponse.model_validate(body)  # what the OpenAPI document says
     assert body["found"] is True and body["verdict"] == "recorded"
     assert body["record_id"] == f"{RECORD_ID:010x}" and body["ai_generated"] is True
-    assert body["confidence_level"] == "high"
+    assert body["confidence_level"] == "high" and body["presence_found"] is True
     assert not DETAILED_ONLY & set(body)
     record = body["record"]
     assert record["voice"] == "en_US-joe-medium" and record["created_at"]
@@ -94,6 +94,7 @@ def test_unmarked_audio_is_not_found_with_no_confidence(api):
     assert status == 200
     assert body["found"] is False and body["verdict"] == "not_found"
     assert body["confidence_level"] == "none" and body["ai_generated"] is None
+    assert body["presence_found"] is False
     assert body["record"] is None and not DETAILED_ONLY & set(body)
 
 
@@ -104,6 +105,9 @@ def test_an_auditor_gets_the_detailed_report(api):
     VerifyResponse.model_validate(body)
     assert DETAILED_ONLY <= set(body) and body["segments"]
     assert 0 < body["p_false"] <= MAX_ATTEMPTS * 2.0**-24  # one key in force
+    presence = body["presence"]  # the statistic, for auditors only
+    assert presence["found"] is True and presence["key_id"] == body["key_id"]
+    assert presence["z"] >= presence["threshold"] and presence["p_false"] == 1e-6
     assert body["record"]["caller"] == "apikey:secret-client-id"
     assert body["record"]["request_id"] == "req-of-the-speaker"
     # every public field is there, with the same meaning
@@ -157,4 +161,9 @@ def test_the_openapi_document_describes_both_answers(api):
     assert ref.endswith("/VerifyPublicResponse")
     ref = detailed["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     assert ref.endswith("/VerifyResponse") and "403" in detailed["responses"]
+    schemas = doc["components"]["schemas"]
+    assert "presence_found" in schemas["VerifyPublicResponse"]["required"]
+    assert "presence" not in schemas["VerifyPublicResponse"]["properties"]
+    assert schemas["VerifyResponse"]["properties"]["presence"]["$ref"].endswith("/PresenceBody")
+    assert schemas["PresenceBody"]["properties"]["threshold"]["description"]
     assert {"application/json", "audio/*"} <= set(detailed["requestBody"]["content"])

@@ -159,6 +159,22 @@ class Segment(_Response):
     score: float
 
 
+class PresenceBody(_Response):
+    """The presence tier: a keyed zero-bit statistic that says a mark of a key in force is in
+    the audio without reading a record id (docs/watermark.md, "Presence")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    found: bool = Field(description="A mark is present: the statistic reached its threshold, "
+                        "or a record verified (a record implies presence).")
+    key_id: str | None = Field(description="The key whose mark is present (null if not found).")
+    z: float = Field(description="The statistic's best value over the hypotheses tried.")
+    threshold: float = Field(description="sqrt(2 ln(hypotheses / 1e-6)): the value z must reach.")
+    hypotheses: int = Field(description="Views x alignments the statistic was taken over.")
+    p_false: float = Field(description="Bound on a false presence for this file: 1e-6 per key "
+                           "searched, for any audio.")
+
+
 class RecordBody(ProvenanceRecord):
     """A provenance record as verify reports it (``public_dict``: the id in hex; never the text,
     only its keyed hash)."""
@@ -239,9 +255,13 @@ class VerifyPublicResponse(_Response):
     ))
     verdict: Literal["recorded", "marked", "not_found"]
     record_id: str | None
+    presence_found: bool = Field(description=(
+        "A mark of one of the deployment's keys is present: a record verified, or the presence "
+        "tier found the mark where no record id could be read (P(false) <= 1e-6 per key)."
+    ))
     ai_generated: bool | None = Field(description=(
-        "True when found: everything this service marks is synthesized speech. None otherwise "
-        "(no mark is no evidence either way)."
+        "True when a mark is present (``presence_found``): everything this service marks is "
+        "synthesized speech. None otherwise (no mark is no evidence either way)."
     ))
     confidence_level: Literal["high", "none"] = Field(description=(
         "``high``: a mark's tag verified (P(false positive) <= 23 x k x 2^-24 for k keys); "
@@ -277,11 +297,15 @@ class VerifyResponse(_Response):
     speed: float | None
     mode: str | None
     segments: list[Segment] = Field(description="Time ranges and whether each carries the mark.")
+    presence: PresenceBody = Field(description="The presence tier's statistic and verdict.")
     duration_s: float
     sample_rate: int
     record: RecordBody | None
     unchecked: list[str] = Field(description=(
         "What could not be checked, in words (e.g. the registry was unreachable)."
+    ))
+    presence_found: bool | None = Field(default=None, description=(
+        "As in the public answer (absent from ``voxproof verify --json``)."
     ))
     ai_generated: bool | None = Field(default=None, description=(
         "As in the public answer (absent from ``voxproof verify --json``)."

@@ -8,7 +8,9 @@ forged. At most ``detect.MAX_ATTEMPTS`` = 23 decodes are tried per key (13 in th
 search stage, 10 in the second: every hypothesis tried only chooses what gets decoded), each
 verifying by chance with probability 2^-24, so P(false positive) <= 23 x 2^-24 ~= 1.4e-6 per
 key and file, whatever its length (``Detection.p_false`` reports the bound for the attempts
-made). Silence and pauses get no mark energy.
+made). A presence tier (``Detection.presence``, never a record id) says a mark of the key is
+there from the same cells, with P(false) <= 1e-6 per key and file. Silence and pauses get no
+mark energy.
 """
 
 from voxproof.watermark.detect import Detection, Segment, detect

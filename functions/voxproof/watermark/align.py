@@ -36,6 +36,12 @@ class Candidate:
     stop: int
     offset: int
     z: float
+    blind: bool = False  # z counts the blind statistic of the payload cells beside the pilots
+
+    @property
+    def whole(self) -> bool:
+        """Whether the candidate's span is the whole input."""
+        return self.start == 0 and self.stop >= len(self.view.phasor)
 
 
 # --- folds and correlations -------------------------------------------------------------------
@@ -160,7 +166,8 @@ def decode_fold(folded: np.ndarray, pattern: Pattern, offset: int = 0) -> np.nda
 def sync(view: View, pattern: Pattern) -> list[Candidate]:
     """The best alignments of each search window of ``view``, and of the whole input as one
     span when it is longer than a window: by the pilots, and by the pilots plus the blind
-    statistic of the payload cells."""
+    statistic of the payload cells (the whole input's is also the presence statistic, its
+    ``z`` the best of the 256 alignments)."""
     cells, signs = pilot_cells(pattern)
     blind = np.flatnonzero(~pattern.is_pilot)
     n = len(view.phasor)
@@ -176,9 +183,9 @@ def sync(view: View, pattern: Pattern) -> list[Candidate]:
     nb2 = correlate(s.real**2 + s.imag**2, 0, null_weights(pattern, blind))
     out = []
     for (a, b), z_pilot, z_both in zip(spans, z_score(t, n2), z_score(t + tb, n2 + nb2)):
-        for z in (z_pilot, z_both):
+        for z, blind in ((z_pilot, False), (z_both, True)):
             best = int(np.argmax(z))
-            out.append(Candidate(view, a, b, best, float(z[best])))
+            out.append(Candidate(view, a, b, best, float(z[best]), blind))
     return out
 
 

@@ -9,10 +9,17 @@ against the tag and all of them are counted: the first stage (no change, speed +
 most 2 x (1 + ``CANDIDATES``) + 1 = 13, the second (speed +-4..8 %, pitch +-25..100 cents,
 tempo +-4..8 %, onset weighting) at most 2 x ``WIDE_CANDIDATES`` = 10, and it runs only when
 the first found nothing. The search: docs/watermark.md.
+
+Presence tier (``Detection.presence``, never a record): the pilots plus the blind statistic of
+the payload cells over the whole input, the best of every view and alignment the search tried
+(H hypotheses); on audio without the key's mark P(z >= t) <= exp(-t^2 / 2) per hypothesis, so
+the threshold ``sqrt(2 ln(H / PRESENCE_P))`` bounds a false presence by ``PRESENCE_P`` = 1e-6
+per key and file. docs/watermark.md, "Presence".
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -35,6 +42,7 @@ MAX_ATTEMPTS: Final = 2 * (CANDIDATES + 1) + 1 + 2 * WIDE_CANDIDATES  # decodes 
 EARLY_EXIT_Z: Final = 8.0  # sync this strong without a speed change: decode before searching
 MARKED_Z: Final = 5.0  # a localisation window is marked at or above this correlation
 SPEECH_WEIGHT: Final = 8.0  # below this total cell activity a window has too little speech
+PRESENCE_P: Final = 1e-6  # the presence tier's false-positive bound per key and file
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,43 @@ class Segment:
         }
 
 
+def presence_threshold(hypotheses: int, p_false: float = PRESENCE_P) -> float:
+    """The presence statistic's threshold over ``hypotheses`` (views x alignments): each
+    exceeds t with probability <= exp(-t^2 / 2) on audio without the mark, so
+    t = sqrt(2 ln(H / p)) bounds the union by ``p_false``."""
+    return math.sqrt(2.0 * math.log(max(hypotheses, 1) / p_false))
+
+
+@dataclass(frozen=True)
+class Presence:
+    """The presence tier: a keyed zero-bit statistic on the record's own cells (pilots plus the
+    blind statistic of the payload cells, folded over the whole input), never a record id."""
+
+    found: bool = False
+    """A mark of a key in ``keys`` is present: ``z`` reached ``threshold``, or a record
+    verified (a record implies presence)."""
+    z: float = 0.0
+    """The statistic's best value over the hypotheses tried (of the reported key)."""
+    threshold: float = field(default_factory=lambda: presence_threshold(0))
+    """``sqrt(2 ln(hypotheses / PRESENCE_P))``."""
+    hypotheses: int = 0
+    """Views x alignments the statistic was taken over for that key (256 per view)."""
+    p_false: float = 0.0
+    """Bound on a false presence for this file: ``PRESENCE_P`` per key searched."""
+    key_id: str | None = None
+    """The key whose mark is present (None when not found)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "found": self.found,
+            "key_id": self.key_id,
+            "z": round(self.z, 2),
+            "threshold": round(self.threshold, 3),
+            "hypotheses": self.hypotheses,
+            "p_false": self.p_false,
+        }
+
+
 @dataclass(frozen=True)
 class Detection:
     """What ``detect`` found. ``record_id`` is set only when its keyed tag verified."""
@@ -69,6 +114,7 @@ class Detection:
     segments: list[Segment] = field(default_factory=list)
     speed: float | None = None
     mode: str | None = None
+    presence: Presence = field(default_factory=Presence)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +128,7 @@ class Detection:
             "mode": self.mode,
             "windows": [[round(a, 3), round(b, 3), round(s, 2)] for a, b, s in self.windows],
             "segments": [s.to_dict() for s in self.segments],
+            "presence": self.presence.to_dict(),
         }
 
 
@@ -106,18 +153,59 @@ def inspect(
     views = Views(an.to_internal(samples, sample_rate))
     attempts = 0
     first_bits = None
+    stats: list[_PresenceStat] = []
     for key in keys:
-        hit, used, bits = _search(views, key)
+        hit, used, bits, stat = _search(views, key)
         attempts += used
         first_bits = bits if first_bits is None else first_bits
+        stats.append(stat)
         if hit is not None:
-            return _report(hit, key, attempts), hit.bits
-    return Detection(found=False, p_false=_p_false(attempts)), first_bits
+            return _report(hit, key, attempts, _presence(stats, len(keys), key)), hit.bits
+    return Detection(found=False, p_false=_p_false(attempts),
+                     presence=_presence(stats, len(keys))), first_bits
 
 
 def _p_false(attempts: int) -> float:
     """Union bound: each decode attempt on unmarked audio verifies with probability 2^-24."""
     return min(1.0, attempts * 2.0**-TAG_BITS)
+
+
+class _PresenceStat:
+    """The presence statistic of one key: the best whole-input pilots + blind z of every view
+    synced (each is 256 hypotheses, one per alignment)."""
+
+    def __init__(self, key: WatermarkKey) -> None:
+        self.key = key
+        self.z = 0.0
+        self.hypotheses = 0
+
+    def sync(self, view: View, pattern: Pattern) -> list[Candidate]:
+        """``align.sync``, counting the view and keeping its whole-input statistic."""
+        cands = align.sync(view, pattern)
+        self.hypotheses += UNIT_HOPS
+        self.z = max([self.z] + [c.z for c in cands if c.blind and c.whole])
+        return cands
+
+    @property
+    def threshold(self) -> float:
+        return presence_threshold(self.hypotheses)
+
+
+def _presence(stats: list[_PresenceStat], keys: int,
+              record_key: WatermarkKey | None = None) -> Presence:
+    """The presence report over the keys searched: the key whose record verified, else the
+    first whose statistic reached its threshold, else the closest to it (not found)."""
+    if not stats:
+        return Presence()
+    if record_key is not None:
+        stat, found = stats[-1], True
+    else:
+        passed = [s for s in stats if s.z >= s.threshold]
+        stat = passed[0] if passed else max(stats, key=lambda s: s.z - s.threshold)
+        found = bool(passed)
+    return Presence(found=found, z=stat.z, threshold=stat.threshold,
+                    hypotheses=stat.hypotheses, p_false=min(1.0, keys * PRESENCE_P),
+                    key_id=stat.key.key_id if found else None)
 
 
 # --- the search -----------------------------------------------------------------------------
@@ -147,8 +235,10 @@ class _Attempts:
         return record_id if ok else None
 
 
-def _search(views: Views, key: WatermarkKey) -> tuple[_Hit | None, int, np.ndarray | None]:
-    """Find and verify a mark of ``key``: (hit, decode attempts made, first decoded bits).
+def _search(views: Views, key: WatermarkKey
+            ) -> tuple[_Hit | None, int, np.ndarray | None, _PresenceStat]:
+    """Find and verify a mark of ``key``: (hit, decode attempts made, first decoded bits, the
+    presence statistic over the views synced).
 
     First stage: the no-change and +-3 % speed views (early decode of a strong no-change
     alignment, then the ``CANDIDATES`` best), then the followed alignment. Second stage, only if
@@ -156,22 +246,24 @@ def _search(views: Views, key: WatermarkKey) -> tuple[_Hit | None, int, np.ndarr
     not yet decoded are decoded."""
     pattern = pattern_for(key)
     attempts = _Attempts(key)
+    presence = _PresenceStat(key)
     pool: list[Candidate] = []
     tried: list[Candidate] = []
-    hit = (_search_alignments(views, pattern, attempts, pool, tried)
+    hit = (_search_alignments(views, pattern, attempts, presence, pool, tried)
            or _search_followed(views, pattern, attempts)
-           or _search_wide(views, pattern, attempts, pool, tried))
-    return hit, attempts.count, attempts.first
+           or _search_wide(views, pattern, attempts, presence, pool, tried))
+    return hit, attempts.count, attempts.first, presence
 
 
 def _search_alignments(views: Views, pattern: Pattern, attempts: _Attempts,
-                       pool: list[Candidate], tried: list[Candidate]) -> _Hit | None:
+                       presence: _PresenceStat, pool: list[Candidate],
+                       tried: list[Candidate]) -> _Hit | None:
     for i, hyp in enumerate(views.plan):
         view = views.get(hyp)
         if view is None:
             pool.clear()  # too short for this view: the first stage proposes nothing
             return None
-        pool.extend(align.sync(view, pattern))
+        pool.extend(presence.sync(view, pattern))
         if i == len(PHASES) - 1:  # the common case, no change: decode a strong one at once
             first = max(pool, key=lambda c: c.z)
             if first.z >= EARLY_EXIT_Z:
@@ -182,12 +274,12 @@ def _search_alignments(views: Views, pattern: Pattern, attempts: _Attempts,
     return _decode_best(pool, tried, CANDIDATES, pattern, attempts)
 
 
-def _search_wide(views: Views, pattern: Pattern, attempts: _Attempts,
+def _search_wide(views: Views, pattern: Pattern, attempts: _Attempts, presence: _PresenceStat,
                  pool: list[Candidate], tried: list[Candidate]) -> _Hit | None:
     for hyp in views.wide_plan:
         view = views.compute(hyp)  # not kept: only the pool's candidates hold their views
         if view is not None:  # a stretch may leave too little for a unit: skip it
-            pool.extend(align.sync(view, pattern))
+            pool.extend(presence.sync(view, pattern))
             # only the best distinct untried candidates can still be decoded: keep just them
             pool[:] = _distinct(sorted(pool, key=lambda c: -c.z), tried)[:WIDE_CANDIDATES]
     return _decode_best(pool, tried, WIDE_CANDIDATES, pattern, attempts)
@@ -233,8 +325,7 @@ def _decode_candidate(cand: Candidate, pattern: Pattern, attempts: _Attempts) ->
     tracked from its alignment, then the window alone; a whole-input candidate, the plain fold of
     the whole input first (its alignment holds everywhere unless the speed is slightly off),
     then the tracked one."""
-    whole = cand.start == 0 and cand.stop >= len(cand.view.phasor)
-    if whole:
+    if cand.whole:
         folds = [align.fold(cand.view.phasor), align.tracked_fold(cand, pattern)]
     else:
         folds = [align.tracked_fold(cand, pattern),
@@ -248,7 +339,7 @@ def _decode_candidate(cand: Candidate, pattern: Pattern, attempts: _Attempts) ->
 
 
 # --- the report -------------------------------------------------------------------------------
-def _report(hit: _Hit, key: WatermarkKey, attempts: int) -> Detection:
+def _report(hit: _Hit, key: WatermarkKey, attempts: int, presence: Presence) -> Detection:
     coded = ecc.encode(hit.bits)
     pattern = pattern_for(key)
     cells, signs = align.codeword_cells(pattern, coded)
@@ -265,6 +356,7 @@ def _report(hit: _Hit, key: WatermarkKey, attempts: int) -> Detection:
         segments=_segments(windows),
         speed=hit.cand.view.scale,
         mode=hit.cand.view.mode,
+        presence=presence,
     )
 
 

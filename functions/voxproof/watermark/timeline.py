@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voxproof.watermark.detect import MARKED_Z, Detection
+from voxproof.watermark.detect import MARKED_Z, Detection, Presence
 from voxproof.watermark.payload import format_record_id
 
 
@@ -12,7 +12,7 @@ def report_text(found: Detection, name: str, duration_s: float, sample_rate: int
     """A few lines for people: verdict, record, key, confidence, marked ranges."""
     lines = [f"file:    {name} ({duration_s:.2f} s, {sample_rate} Hz)"]
     if not found.found:
-        lines.append("mark:    none found for the given key(s)")
+        lines += ["mark:    none found for the given key(s)", presence_text(found.presence)]
         return "\n".join(lines)
     assert found.record_id is not None
     speed = "none" if not found.speed else f"{100 * found.speed:+.1f} % ({found.mode})"
@@ -22,12 +22,23 @@ def report_text(found: Detection, name: str, duration_s: float, sample_rate: int
         (f"score:   {found.score:.1f} (correlation z); false-positive probability "
          f"<= {found.p_false:.1e}"),
         f"speed/tempo change undone: {speed}",
+        presence_text(found.presence),
         "ranges:",
     ]
     for seg in found.segments:
         label = "marked  " if seg.marked else "UNMARKED"
         lines.append(f"  {seg.start_s:7.2f} - {seg.end_s:7.2f} s  {label} (score {seg.score:.1f})")
     return "\n".join(lines)
+
+
+def presence_text(presence: Presence) -> str:
+    """One line on the presence tier (a keyed statistic, never a record id)."""
+    stat = (f"z {presence.z:.1f}, threshold {presence.threshold:.2f} over "
+            f"{presence.hypotheses} hypotheses")
+    if not presence.found:
+        return f"presence: not found ({stat})"
+    return (f"presence: FOUND, key {presence.key_id} ({stat}; false-positive probability "
+            f"<= {presence.p_false:.1e})")
 
 
 def plot_timeline(found: Detection, duration_s: float, path: str | Path) -> None:

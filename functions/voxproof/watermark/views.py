@@ -5,7 +5,8 @@ with tempo kept (frequency only) and tempo changes with pitch kept (time only), 
 spectrogram; weightings ``codec``, ``noise`` and ``onset``. ``Views.plan`` lists the first stage
 of the search (no change, speed +-3 %), ``Views.wide_plan`` the second (speed +-4..8 %, pitch
 +-25..100 cents, tempo +-4..8 %, the onset weighting). Views only choose which alignments get
-decoded; they do not enter the false-positive bound (docs/watermark.md, "Views", "Guarantees").
+decoded; they do not enter the record's false-positive bound, and the presence tier counts each
+as 256 hypotheses (docs/watermark.md, "Views", "Guarantees", "Presence").
 """
 
 from __future__ import annotations

@@ -100,6 +100,7 @@ def _verify(routes: Router) -> VerifyReport:
     metrics.add_metric(name="VerifyFound", unit=MetricUnit.Count, value=int(report.found))
     logger.info("verify answered", extra={
         "verdict": report.verdict, "record_id": report.to_dict()["record_id"],
+        "presence_found": report.presence_found,
         "upload_bytes": len(upload), "duration_s": round(report.duration_s, 3),
     })
     return report
