@@ -3,7 +3,7 @@ family below audiowmark").
 
 Usage:
     PYTHONPATH=functions python scripts/bench_audiowmark.py --audiowmark PATH
-        [--corpus voxproof|piper|DIR] [--clips N] [--attacks issue3,channels|a,b,...] [--jobs N]
+        [--corpus voxproof|piper|DIR] [--clips N] [--skip N] [--attacks issue3,channels|a,b,...] [--jobs N]
         [--out bench-out/audiowmark.json]
 
 audiowmark is GPL and not a dependency: build it from its public source outside the repository
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audiowmark", required=True, help="the audiowmark binary")
     parser.add_argument("--corpus", default="voxproof")
     parser.add_argument("--clips", type=int, default=0, help="use only the first N clips")
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N clips")
     parser.add_argument("--attacks", default="issue3,channels")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--voxproof", type=Path, help="bench_watermark.py's --out JSON")
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus_dir = (bw.spoken_corpus(args.corpus, bw.CORPORA[args.corpus])
                   if args.corpus in bw.CORPORA else Path(args.corpus))
     corpus = sorted(corpus_dir.glob("*.wav"))
-    clips = corpus[: args.clips] if args.clips else corpus
+    clips = corpus[args.skip:][: args.clips or None]
     groups = {"issue3": list(bw.ISSUE3), "channels": list(bw.CHANNELS)}
     attacks = [a for part in args.attacks.split(",") for a in groups.get(part, [part])]
     key = bw.CACHE / "audiowmark.key"
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([args.audiowmark, "gen-key", str(key), "--name", KEY_NAME], check=True)
     version = subprocess.run([args.audiowmark, "--version"], capture_output=True, text=True,
                              check=True).stdout.strip()
-    jobs = [(args.audiowmark, key, path, i, attacks, corpus) for i, path in enumerate(clips)]
+    jobs = [(args.audiowmark, key, path, args.skip + i, attacks, corpus)
+            for i, path in enumerate(clips)]
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:
         results = list(pool.map(bench_clip, jobs))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Benchmark the watermark: robustness per attack, false positives, quality and speed.
 
 Usage:
-    PYTHONPATH=functions python scripts/bench_watermark.py [--corpus DIR|piper|none] [--clips N]
+    PYTHONPATH=functions python scripts/bench_watermark.py [--corpus DIR|piper|none] [--clips N] [--skip N]
         [--attacks a,b,...] [--false-positives N] [--jobs N] [--out bench-out/watermark.json]
         [--write-docs]
 
@@ -523,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of WAV utterances, 'voxproof' (default), 'piper', or 'none'"
                         " (only the false-positive sweep)")
     parser.add_argument("--clips", type=int, default=0, help="use only the first N clips")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="leave out the first N clips (their indices, so seeds, are kept)")
     parser.add_argument("--attacks", default="issue3,channels",
                         help="comma-separated attacks or groups (issue3, channels)")
     parser.add_argument("--false-positives", type=int, default=2000, metavar="N",
@@ -536,14 +538,14 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {}
     if name != "none":
         corpus = spoken_corpus(name, CORPORA[name]) if name in CORPORA else args.corpus
-        files = sorted(corpus.glob("*.wav"))[: args.clips or None]
+        files = sorted(corpus.glob("*.wav"))[args.skip:][: args.clips or None]
         groups = {"issue3": list(ISSUE3), "channels": list(CHANNELS)}
         attacks = [b for a in args.attacks.split(",") if a for b in groups.get(a, [a])]
         unknown = set(attacks) - set(ATTACKS)
         if unknown or not files:
             parser.error(f"unknown attacks {sorted(unknown)}" if unknown else "no WAV files found")
         everything = sorted(corpus.glob("*.wav"))  # babble sources: every clip but the one
-        jobs = [(f, i, attacks, everything) for i, f in enumerate(files)]
+        jobs = [(f, args.skip + i, attacks, everything) for i, f in enumerate(files)]
         if args.jobs > 1:
             with ProcessPoolExecutor(args.jobs) as pool:
                 results = list(pool.map(bench_clip, jobs))
