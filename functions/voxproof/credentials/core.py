@@ -41,8 +41,10 @@ _SUMMARIES: Final[dict[str, str]] = {
                  "(it was stripped or re-encoded)",
     "manifest_invalid": "the file's Content Credentials do not validate (it was changed after "
                         "signing), but its watermark still names a record",
-    "none": "no Content Credentials and no watermark were found",
-    "manifest_only": "the file's Content Credentials were read, but no watermark was found",
+    "none": "no Content Credentials and no watermark record were found (a mark's presence is "
+            "reported apart)",
+    "manifest_only": "the file's Content Credentials were read, but no watermark record was "
+                     "found",
     "mark_only": "the file carries no Content Credentials; its watermark names a record that has "
                  "no stored manifest",
     "mismatch": "the file's Content Credentials and its watermark name different records",
