@@ -81,8 +81,7 @@ def correlate(blocks: np.ndarray, first: np.ndarray | int, weights: np.ndarray) 
     lead = blocks.shape[:-3]
     j_count = blocks.shape[-3]
     flat, w = _real_operands(blocks, weights)
-    # einsum, not a BLAS product: small products on threads that spin cost more than they save
-    prod = np.einsum("nb,ub->nu", flat, w).reshape(*lead, j_count, _ROWS, UNIT_BLOCKS)
+    prod = _products(flat, w).reshape(*lead, j_count, _ROWS, UNIT_BLOCKS)
     if isinstance(first, int) and first == 0:
         return _cyclic_sum(prod).reshape(*lead, UNIT_HOPS)
     first = np.broadcast_to(np.asarray(first), lead).reshape(*lead, 1, 1)
@@ -92,6 +91,22 @@ def correlate(blocks: np.ndarray, first: np.ndarray | int, weights: np.ndarray) 
     picked = np.take_along_axis(prod, np.broadcast_to(
         u[..., None, :], (*lead, j_count, _ROWS, UNIT_BLOCKS)), axis=-1)  # (..., J, r, a)
     return picked.sum(axis=-3).swapaxes(-1, -2).reshape(*lead, UNIT_HOPS)
+
+
+GEMM_MNK: Final = 262_144
+"""OpenBLAS runs a product of at most this many multiply-adds (m n k) on one thread: small
+products on threads that spin cost more than they save, so ``_products`` stays under it."""
+
+
+def _products(flat: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``flat @ w.T`` in BLAS products of at most ``GEMM_MNK`` multiply-adds (each row's
+    result is the same whichever rows share its product)."""
+    rows = max(1, GEMM_MNK // w.size)
+    out = np.empty((len(flat), len(w)))
+    wt = w.T
+    for start in range(0, len(flat), rows):
+        np.matmul(flat[start : start + rows], wt, out=out[start : start + rows])
+    return out
 
 
 def _real_operands(blocks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
