@@ -180,7 +180,8 @@ def test_cli_mark_and_verify_of_a_wav_import_only_what_they_use(bulk, tmp_path,
     """Issue 10's CLI: with no VOXPROOF_* variable, a WAV is marked or verified without
     pydantic-settings (LocalSettings), PyAV (the numpy WAV reader), c2pa or cryptography's
     X.509 (no manifest to read), besides the voice and scipy; mark needs no pydantic,
-    registry or service at all."""
+    registry or service at all; verify opens the registry (pydantic's records, sqlite3) only
+    for a mark it found, and never reads a key secret's JSON (``key_secret``)."""
     import os
     import subprocess
     import sys
@@ -206,5 +207,9 @@ def test_cli_mark_and_verify_of_a_wav_import_only_what_they_use(bulk, tmp_path,
         assert "voxproof.watermark.embed" in found
     else:
         assert "voxproof.decode_worker" in found and "voxproof.service" in found
+        assert "voxproof.key_secret" not in found
+        lookup = {"pydantic", "sqlite3", "voxproof.provenance"}
+        assert lookup <= found if argv[1] == "a.wav" else not lookup & found, lookup & found
+        assert "numpy.ma" not in found  # np.percentile imports it: analysis.percentile does not
     if argv[0] == "verify" and "--json" in argv:
         assert '"record_id": "00000000a1"' in done.stdout.decode()

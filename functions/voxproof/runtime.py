@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +28,12 @@ from voxproof.credentials.core import Credentials
 from voxproof.decode_worker import Decoder, decoder_for
 from voxproof.errors import VoxproofError
 from voxproof.keyring import FileKeySource, KeySource, SecretsManagerKeySource
-from voxproof.provenance import DynamoRegistry, Registry, S3Manifests, SQLiteRegistry
 from voxproof.service import Service, Step, no_step
 
 if TYPE_CHECKING:
     from voxproof.credentials.signer import CredentialSigner
     from voxproof.local_settings import LocalSettings
+    from voxproof.provenance import ProvenanceRecord, Registry
     from voxproof.settings import Settings
     from voxproof.voice import Voice
 
@@ -73,7 +73,8 @@ class AwsClients:
 def build_service(settings: Settings | LocalSettings, *, aws: AwsClients | None = None,
                   max_chars: int | None = None, voice: Voice | None = None,
                   key_files: list[str] | None = None, create_key: bool = True,
-                  step: Step = no_step, decoder: Decoder | None = None) -> Service:
+                  step: Step = no_step, decoder: Decoder | None = None,
+                  registry_on_first_use: bool = False) -> Service:
     """The service for ``settings``: AWS parts where configured and ``aws`` is given, else local.
 
     Parameters
@@ -97,6 +98,9 @@ def build_service(settings: Settings | LocalSettings, *, aws: AwsClients | None 
     decoder:
         What decodes verify's uploads (default: ``decode_worker.decoder_for(settings)``, a
         worker started on the first upload or by ``Runtime.build``).
+    registry_on_first_use:
+        Open the registry when a record is first read or written, not now (the CLI's verify:
+        a file without a mark never opens it, nor imports the records' pydantic models).
     """
 
     def load() -> Voice:
@@ -104,8 +108,9 @@ def build_service(settings: Settings | LocalSettings, *, aws: AwsClients | None 
 
         return load_voice(settings)
 
-    return Service(voice or load, _keys(settings, aws, key_files, create_key),
-                   _registry(settings, aws),
+    registry = (RegistryOnFirstUse(lambda: _registry(settings, aws)) if registry_on_first_use
+                else _registry(settings, aws))
+    return Service(voice or load, _keys(settings, aws, key_files, create_key), registry,
                    max_chars=max_chars or settings.max_text_chars_sync, step=step,
                    decoder=decoder or decoder_for(settings),
                    credentials=build_credentials(settings, aws))
@@ -168,7 +173,35 @@ def build_credentials(settings: Settings | LocalSettings,
     return Credentials(signer, anchors, version=__version__)
 
 
+class RegistryOnFirstUse:
+    """A ``Registry`` opened by ``open_`` on its first call, then that registry."""
+
+    def __init__(self, open_: Callable[[], Registry]) -> None:
+        self._open = open_
+        self._registry: Registry | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def opened(self) -> Registry:
+        """The registry, opened now if it was not yet."""
+        with self._lock:
+            if self._registry is None:
+                self._registry = self._open()
+            return self._registry
+
+    def put_new(self, record: ProvenanceRecord, manifest: bytes | None = None) -> None:
+        self.opened.put_new(record, manifest)
+
+    def get(self, record_id: int) -> ProvenanceRecord | None:
+        return self.opened.get(record_id)
+
+    def get_manifest(self, record_id: int) -> bytes | None:
+        return self.opened.get_manifest(record_id)
+
+
 def _registry(settings: Settings | LocalSettings, aws: AwsClients | None) -> Registry:
+    from voxproof.provenance import DynamoRegistry, S3Manifests, SQLiteRegistry
+
     if aws is not None and settings.records_table:
         manifests = None
         if settings.output_bucket:  # stores too large for an item go beside the records
