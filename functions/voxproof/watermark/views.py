@@ -285,9 +285,12 @@ def _cells(band_energy: np.ndarray, time_scale: float, phase: float) -> _Cells |
     first, second = log_e[: -an.SLOT_HOPS], log_e[an.SLOT_HOPS :]
     level = an.slot_levels(log_e)  # read by the steps and the activity alike
     steps = an.cell_steps(first, second, (level[: -an.SLOT_HOPS], level[an.SLOT_HOPS :]))
-    unit = np.zeros(steps.shape, dtype=complex)
-    unit.imag = an.cell_values(log_e) * (2 * np.pi) / steps
-    np.exp(unit, out=unit)  # cos + i sin of the angle, in one pass
+    turns = an.cell_values(log_e) / steps
+    # the angle reduced to +-pi, then cos and sin in float32 (SIMD, ten times float64's speed;
+    # within 2e-7 of float64's, far below any cell's noise)
+    angle = (2 * np.pi * (turns - np.rint(turns))).astype(np.float32)
+    unit = np.empty(steps.shape, dtype=complex)
+    unit.real, unit.imag = np.cos(angle), np.sin(angle)
     unit *= steps / (steps + RELIABLE_STEP)
     act = _activity(level)
     return _Cells(log_e, unit, act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :], act)
