@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from voxproof.watermark import analysis as an
 from voxproof.watermark import ecc
@@ -88,8 +88,9 @@ def correlate(blocks: np.ndarray, first: np.ndarray | int, weights: np.ndarray) 
     j = np.arange(j_count)[:, None]
     a = np.arange(UNIT_BLOCKS)[None, :]
     u = (first + j - a) % UNIT_BLOCKS  # (..., J, 16 a)
-    picked = np.take_along_axis(prod, np.broadcast_to(
-        u[..., None, :], (*lead, j_count, _ROWS, UNIT_BLOCKS)), axis=-1)  # (..., J, r, a)
+    # picked[..., j, r, a] = prod[..., j, r, u[..., j, a]]: one flat gather
+    rows = np.arange(prod.size // UNIT_BLOCKS).reshape(*lead, j_count, _ROWS, 1) * UNIT_BLOCKS
+    picked = prod.reshape(-1)[rows + u[..., None, :]]  # (..., J, r, a)
     return picked.sum(axis=-3).swapaxes(-1, -2).reshape(*lead, UNIT_HOPS)
 
 
@@ -344,17 +345,21 @@ def _viterbi_path(scores: np.ndarray, low: int, high: int) -> tuple[np.ndarray, 
     """Best state per row of ``scores`` (rows: windows; states on a circle) when each move
     from one row to the next lies between ``low`` and ``high`` states; and its total score."""
     n_states = scores.shape[1]
-    ring = (np.arange(n_states + high - low) - high) % n_states  # ring[k + high - d] = k - d
-    total = scores[0].copy()
-    back = np.zeros(scores.shape, dtype=np.int64)
-    rows = np.arange(n_states)
+    width = high - low + 1
+    ring = (np.arange(n_states + width - 1) - high) % n_states  # ring[k + j] = k - (high - j)
+    ext = np.empty(len(ring))
+    # reach[j, k]: the best total of state k - (high - j) (move high - j into state k), a view
+    reach = as_strided(ext, shape=(width, n_states), strides=(ext.strides[0],) * 2,
+                       writeable=False)
+    totals = np.empty(scores.shape)
+    totals[0] = scores[0]
     for w in range(1, len(scores)):
-        reach = sliding_window_view(total[ring], high - low + 1)  # column j: move high - j
-        j = np.argmax(reach, axis=1)
-        back[w] = high - j
-        total = reach[rows, j] + scores[w]
+        np.take(totals[w - 1], ring, out=ext, mode="clip")
+        np.add(reach.max(axis=0), scores[w], out=totals[w])
+    # back through the rows, for the path's states only: the first move that reaches the best
     path = np.zeros(len(scores), dtype=np.int64)
-    path[-1] = int(np.argmax(total))
+    path[-1] = int(np.argmax(totals[-1]))
     for w in range(len(scores) - 1, 0, -1):
-        path[w - 1] = (path[w] - back[w, path[w]]) % n_states
-    return path, float(total.max())
+        j = int(np.argmax(totals[w - 1][ring[path[w] : path[w] + width]]))
+        path[w - 1] = (path[w] - (high - j)) % n_states
+    return path, float(totals[-1].max())
