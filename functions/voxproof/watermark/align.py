@@ -186,13 +186,15 @@ def sync(view: View, pattern: Pattern) -> list[Candidate]:
     ``z`` the best of the 256 alignments)."""
     cells, signs = pilot_cells(pattern)
     blind = np.flatnonzero(~pattern.is_pilot)
-    n = len(view.phasor)
+    phasor, square = view.phasors()
+    n = len(phasor)
     step = SEARCH_WINDOW // 2
     spans = [(a, min(n, a + SEARCH_WINDOW)) for a in range(0, max(1, n - step), step)]
     if spans[0] != (0, n):
         spans.append((0, n))  # the whole input: on long inputs its pilots are the strongest
-    g = _span_grids(view.phasor, spans)
-    s = _span_grids(view.square, spans)
+    g = _span_grids(phasor, spans)
+    s = _span_grids(square, spans)
+    del phasor, square
     t = correlate(g, 0, key_weights(pattern, cells, signs))
     n2 = correlate(g.real**2 + g.imag**2, 0, null_weights(pattern, cells))
     tb = correlate(s, 0, key_weights(pattern, blind, 1.0, harmonic=2))
@@ -209,11 +211,15 @@ def _span_grids(phasor: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
     """``grid(fold(phasor, a, b))`` for every span of ``sync`` at once: the folds of the
     half-window chunks, each window the sum of two, the whole input the sum of all."""
     step = SEARCH_WINDOW // 2
-    n = len(phasor)
+    n, bands = phasor.shape
+    full = n // step
     chunks = -(-n // step) + 1  # one zero chunk past the end
-    buf = np.zeros((chunks * step, phasor.shape[1]), dtype=phasor.dtype)
-    buf[:n] = phasor
-    half = buf.reshape(chunks, step // UNIT_HOPS, UNIT_HOPS, -1).sum(axis=1)
+    half = np.zeros((chunks, UNIT_HOPS, bands), dtype=phasor.dtype)
+    half[:full] = phasor[: full * step].reshape(full, step // UNIT_HOPS, UNIT_HOPS, bands).sum(1)
+    if n > full * step:  # the last, partial chunk, padded with zeros
+        tail = np.zeros((step, bands), dtype=phasor.dtype)
+        tail[: n - full * step] = phasor[full * step :]
+        half[full] = tail.reshape(step // UNIT_HOPS, UNIT_HOPS, bands).sum(axis=0)
     out = []
     for a, b in spans:
         if (a, b) == (0, n):
@@ -280,15 +286,16 @@ def followed_fold(views: list[View], pattern: Pattern) -> tuple[np.ndarray, Cand
     n2 = np.empty((n_windows, phases, UNIT_HOPS))
     n2_all = np.empty((n_windows, phases, _ROWS))  # every cell is read: the null variance is
     for p, view in enumerate(views):  # the window's power at that row, any block
-        stacked[p, :n] = view.phasor[:n]
-        xp, sq = x[:, p], _phase_blocks(view.square, n, n_windows)
+        phasor, square = view.phasors()
+        stacked[p, :n] = phasor[:n]
+        xp, sq = x[:, p], _phase_blocks(square, n, n_windows)
         power = xp.real**2 + xp.imag**2
         t[:, p] = correlate(xp, first[:, p], pilots)
         t[:, p] += correlate(sq, first[:, p], blinds)
         n2[:, p] = correlate(power, first[:, p], pilots_null)
         n2[:, p] += correlate(sq.real**2 + sq.imag**2, first[:, p], blinds_null)
         n2_all[:, p] = 0.5 * power.sum(axis=(1, 3))
-        del xp, sq, power
+        del phasor, square, xp, sq, power
     scores = _state_scores(t, n2)
     moves = max((_drift_moves(-rate * frames * phases) for rate in FOLLOW_RATES),
                 key=lambda m: _viterbi_path(scores, *m)[1])

@@ -106,6 +106,11 @@ class View:
         """(frames, BANDS) complex: weight * exp(4 pi i value / step) (blind sync)."""
         return self._owner._phasor(self.hyp) * self._owner._cells_of(self.hyp).unit
 
+    def phasors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(phasor, square)``, the phasor made once for both."""
+        phasor = self._owner._phasor(self.hyp)
+        return phasor, phasor * self._owner._cells_of(self.hyp).unit
+
     @property
     def activity(self) -> np.ndarray:
         """(frames, BANDS): speech activity of the cell's slots (0..1)."""
