@@ -220,13 +220,13 @@ def _span_grids(phasor: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
         tail = np.zeros((step, bands), dtype=phasor.dtype)
         tail[: n - full * step] = phasor[full * step :]
         half[full] = tail.reshape(step // UNIT_HOPS, UNIT_HOPS, bands).sum(axis=0)
-    out = []
-    for a, b in spans:
+    out = np.empty((len(spans), UNIT_HOPS, bands), dtype=phasor.dtype)
+    for i, (a, b) in enumerate(spans):
         if (a, b) == (0, n):
-            out.append(half.sum(axis=0))
+            np.sum(half, axis=0, out=out[i])
         else:
-            out.append(half[a // step] + half[a // step + 1])
-    return np.array(out).reshape(len(spans), UNIT_BLOCKS, _ROWS, -1)
+            np.add(half[a // step], half[a // step + 1], out=out[i])
+    return out.reshape(len(spans), UNIT_BLOCKS, _ROWS, bands)
 
 
 def tracked_fold(cand: Candidate, pattern: Pattern) -> np.ndarray:
