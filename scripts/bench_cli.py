@@ -210,7 +210,12 @@ def main() -> int:
           f"{args.runs} runs per command (+1 warm-up), input {info}")
     print(f"# uptime before: {before}\n# uptime after:  {after}")
     print(f"# peer: {peer or 'NOT MEASURED: no audiowmark found (--audiowmark PATH)'}")
-    print(f"# python: {sys.executable}; {os.cpu_count()} CPUs\n")
+    print(f"# python: {sys.executable}; {os.cpu_count()} CPUs")
+    print("# bytecode: " + ("PYTHONDONTWRITEBYTECODE is set: a module without a .pyc (a fresh "
+                            "checkout's) is compiled again by every process"
+                            if os.environ.get("PYTHONDONTWRITEBYTECODE") else
+                            "written and reused (.pyc files, as an installed package has them)")
+          + "\n")
     print("| step | voxproof wall s, median (min-max) | CPU s | peak RSS MB | target | met "
           "| audiowmark | its wall s | CPU s | peak RSS MB | voxproof / audiowmark (wall) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

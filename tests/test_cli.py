@@ -172,6 +172,31 @@ def test_cli_mark_and_verify_import_no_voice_and_no_scipy_signal(bulk, command: 
     assert "voxproof.watermark" in modules  # the probe did run the command
 
 
+def test_cli_verify_reads_an_existing_registry_and_creates_none(bulk, tmp_path, monkeypatch,
+                                                                 capsys) -> None:
+    """Without a local registry a found mark is reported as genuine with no record, and the
+    look-up creates no registry; once one holds the record, verify reports it."""
+    from voxproof.provenance import ProvenanceRecord, SQLiteRegistry
+
+    state = tmp_path / "state"
+    monkeypatch.setenv("VOXPROOF_STATE_DIR", str(state))
+    argv = ["verify", str(bulk / "a.wav"), "--key-file", str(bulk / "wm.key"), "--json"]
+    assert cli_main(argv) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["record_id"] == "00000000a1" and body["record"] is None
+    assert body["verdict"] == "marked" and "no record" in body["unchecked"][0]
+    assert not (state / "records.sqlite3").exists()
+    registry = SQLiteRegistry(state / "records.sqlite3")
+    registry.put_new(ProvenanceRecord.new(
+        record_id=0xA1, key_id=KEY.key_id, text_hash="00" * 32, model_manifest_sha256="11" * 32,
+        voice="joe", sample_rate=16000, duration_s=6.0, caller="cli:test", entry_point="cli"))
+    registry.close()
+    assert cli_main(argv) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["verdict"] == "recorded" and body["record"]["record_id"] == "00000000a1"
+    assert body["record"]["caller"] == "cli:test" and body["unchecked"] == []
+
+
 @pytest.mark.parametrize("argv", [["mark", "plain.wav", "out.wav", "--record-id", "00000000c3"],
                                   ["verify", "a.wav", "--json"], ["verify", "plain.wav"]],
                          ids=["mark", "verify-marked", "verify-unmarked"])
@@ -180,7 +205,9 @@ def test_cli_mark_and_verify_of_a_wav_import_only_what_they_use(bulk, tmp_path,
     """Issue 10's CLI: with no VOXPROOF_* variable, a WAV is marked or verified without
     pydantic-settings (LocalSettings), PyAV (the numpy WAV reader), c2pa or cryptography's
     X.509 (no manifest to read), besides the voice and scipy; mark needs no pydantic,
-    registry or service at all."""
+    registry or service at all; verify never reads a key secret's JSON (``key_secret``), and
+    opens no registry (pydantic's records, sqlite3) for a file without a mark, nor for a mark
+    when no local registry exists (the next test reads one that does)."""
     import os
     import subprocess
     import sys
@@ -206,5 +233,8 @@ def test_cli_mark_and_verify_of_a_wav_import_only_what_they_use(bulk, tmp_path,
         assert "voxproof.watermark.embed" in found
     else:
         assert "voxproof.decode_worker" in found and "voxproof.service" in found
+        assert not {"voxproof.key_secret", "pydantic", "sqlite3", "voxproof.provenance"} & found
+        assert "numpy.ma" not in found  # np.percentile imports it: analysis.percentile does not
+        assert not (tmp_path / "xdg" / "voxproof" / "records.sqlite3").exists()
     if argv[0] == "verify" and "--json" in argv:
         assert '"record_id": "00000000a1"' in done.stdout.decode()

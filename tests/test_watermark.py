@@ -344,3 +344,48 @@ def test_analysis_percentile_is_numpys_bit_for_bit(values, q):
         ours, numpys = an.percentile(values, q), np.percentile(values, q)
     assert ours.dtype == numpys.dtype
     assert ours.tobytes() == numpys.tobytes() or (np.isnan(ours) and np.isnan(numpys))
+
+
+# --- the search's fast paths give the plain forms' values, bit for bit -------------------------
+def test_window_max_is_the_maximum_of_each_window():
+    from numpy.lib.stride_tricks import sliding_window_view
+    from voxproof.watermark.views import _window_max
+
+    rng = np.random.default_rng(6)
+    for n, width in ((1, 1), (40, 1), (40, 2), (40, 33), (300, 33), (300, 64), (65, 65)):
+        x = np.round(rng.normal(size=(n, 3)), 1)
+        x[rng.random(x.shape) < 0.2] = -np.inf
+        assert np.array_equal(_window_max(x, width),
+                              sliding_window_view(x, width, axis=0).max(axis=-1))
+
+
+def _plain_viterbi(scores, low, high):
+    """The followed alignment's path as a plain loop: for each state the first best move."""
+    n_rows, n_states = scores.shape
+    total = scores[0].copy()
+    back = np.zeros(scores.shape, dtype=np.int64)
+    for w in range(1, n_rows):
+        new = np.empty(n_states)
+        for k in range(n_states):
+            moves = list(range(high, low - 1, -1))  # argmax order: the largest move first
+            reach = [total[(k - d) % n_states] for d in moves]
+            j = int(np.argmax(reach))
+            back[w, k], new[k] = moves[j], reach[j] + scores[w, k]
+        total = new
+    path = np.zeros(n_rows, dtype=np.int64)
+    path[-1] = int(np.argmax(total))
+    for w in range(n_rows - 1, 0, -1):
+        path[w - 1] = (path[w] - back[w, path[w]]) % n_states
+    return path, float(total.max())
+
+
+def test_viterbi_path_is_the_plain_loops():
+    from voxproof.watermark.align import _viterbi_path
+
+    rng = np.random.default_rng(7)
+    for rows, states, low, high in ((1, 16, -2, 2), (9, 16, -3, 1), (12, 64, -6, 9), (7, 32, 0, 0)):
+        for scores in (rng.normal(size=(rows, states)),
+                       rng.integers(0, 3, (rows, states)).astype(float)):  # many ties
+            path, best = _viterbi_path(scores, low, high)
+            plain_path, plain_best = _plain_viterbi(scores, low, high)
+            assert np.array_equal(path, plain_path) and best == plain_best

@@ -174,7 +174,8 @@ def _checker(settings: Settings | LocalSettings, key_files: list[str] | None, *,
         decoder = LocalFiles(decoder)
     from voxproof.runtime import build_service
 
-    return build_service(settings, key_files=key_files, create_key=False, decoder=decoder)
+    return build_service(settings, key_files=key_files, create_key=False, decoder=decoder,
+                         registry_on_first_use=True)
 
 
 def _stdin_cap() -> int:

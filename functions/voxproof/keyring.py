@@ -6,7 +6,8 @@ at verify, so rotating a key does not orphan audio already out there). Sources:
 - ``FileKeySource``: key files (the local CLI and server). The first file is the current key;
   with ``create=True`` a missing first file is generated (mode 0600 in a 0700 folder).
 - ``SecretsManagerKeySource``: an AWS Secrets Manager secret holding ``KeySecret`` JSON
-  ``{"current": hex, "previous": [hex, ...]}`` (or, as before key history, the 64 hex
+  (``voxproof.key_secret``, the one pydantic part, imported only by the AWS source and
+  rotation) ``{"current": hex, "previous": [hex, ...]}`` (or, as before key history, the 64 hex
   characters alone). AWSCURRENT's ``current`` marks; its history, newest first, then the
   AWSPREVIOUS version's keys, verify: a retired key is never dropped by a rotation. Values are
   cached per container for ``max_age_s`` (Powertools' parameters utility), so a rotation reaches
@@ -26,26 +27,26 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from voxproof.errors import KeyError_, Unavailable
 from voxproof.watermark import WatermarkKey
 
+if TYPE_CHECKING:  # pydantic: only where a secret's JSON is read (AWS), never for key files
+    from voxproof.key_secret import KeySecret
+
 log = logging.getLogger(__name__)
 
-HEX_KEY_PATTERN: Final = r"^[0-9a-fA-F]{64}$"
 #: Retired keys the secret may keep. Verify tries every key on unmarked audio, so each one adds
 #: a search (and ``MAX_ATTEMPTS`` x 2^-24 = 23 x 2^-24 to the false-positive bound).
 MAX_KEY_HISTORY: Final = 32
+
 
 
 @dataclass(frozen=True)
@@ -112,53 +113,6 @@ class FileKeySource:
         return WatermarkKey.read_key_file(path)
 
 
-class KeySecret(BaseModel):
-    """The watermark key secret's JSON: the key that marks and every retired key, newest first.
-
-    ``{"current": "<64 hex>", "previous": ["<64 hex>", ...]}``. A secret that is 64 hex
-    characters alone (the template's first value, and secrets made before key history) reads
-    as a current key with no history.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    current: str = Field(pattern=HEX_KEY_PATTERN)
-    """Marks new audio."""
-
-    previous: tuple[str, ...] = Field(default=(), max_length=MAX_KEY_HISTORY)
-    """Retired keys, newest first: every one still verifies."""
-
-    @classmethod
-    def parse(cls, value: str) -> KeySecret:
-        """The secret's text as a ``KeySecret`` (``KeyError_`` that never echoes the value)."""
-        text = value.strip()
-        if not text.startswith("{"):
-            text = json.dumps({"current": text})
-        try:
-            secret = cls.model_validate_json(text)
-            for item in secret.previous:
-                WatermarkKey.from_hex(item)
-        except (ValidationError, KeyError_):
-            raise KeyError_("the watermark key secret must be 64 hex characters or JSON "
-                            '{"current": hex, "previous": [hex, ...]}') from None
-        return secret
-
-    def rotated(self, new: WatermarkKey) -> KeySecret:
-        """The next value: ``new`` marks, the current key heads the history (none dropped)."""
-        history = (self.current, *(k for k in self.previous if k != self.current))
-        if len(history) > MAX_KEY_HISTORY:
-            raise KeyError_(f"the key history holds at most {MAX_KEY_HISTORY} retired keys; "
-                            "retire the oldest by hand (audio marked under it stops verifying)")
-        return KeySecret(current=new.to_hex(), previous=history)
-
-    def keyring(self) -> KeyRing:
-        return KeyRing(WatermarkKey.from_hex(self.current),
-                       tuple(WatermarkKey.from_hex(k) for k in self.previous))
-
-    def to_json(self) -> str:
-        return json.dumps({"current": self.current, "previous": list(self.previous)})
-
-
 class SecretsManagerKeySource:
     """Keys from an AWS Secrets Manager secret: AWSCURRENT's ``current`` marks; its history
     (``previous``, newest first), then AWSPREVIOUS's keys, verify.
@@ -203,6 +157,8 @@ class SecretsManagerKeySource:
 
     def _fetch(self, provider: Any, stage: str, *, required: bool) -> KeySecret | None:
         from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+        from voxproof.key_secret import KeySecret
 
         try:
             value = provider.get(self._secret_id, max_age=self._max_age, VersionStage=stage)
@@ -271,4 +227,16 @@ def _create_pending(client: Any, secret_id: str, token: str) -> None:
 
 
 def _value(client: Any, secret_id: str, **version: str) -> KeySecret:
+    from voxproof.key_secret import KeySecret
+
     return KeySecret.parse(client.get_secret_value(SecretId=secret_id, **version)["SecretString"])
+
+
+def __getattr__(name: str) -> Any:
+    """``KeySecret`` is read from ``voxproof.key_secret`` on first use: its pydantic model is
+    built only where a secret is read, never for key files (a CLI verify)."""
+    if name == "KeySecret":
+        from voxproof.key_secret import KeySecret
+
+        return KeySecret
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

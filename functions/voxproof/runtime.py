@@ -19,21 +19,22 @@ Example:
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 from voxproof import __version__
 from voxproof.credentials.core import Credentials
 from voxproof.decode_worker import Decoder, decoder_for
 from voxproof.errors import VoxproofError
 from voxproof.keyring import FileKeySource, KeySource, SecretsManagerKeySource
-from voxproof.provenance import DynamoRegistry, Registry, S3Manifests, SQLiteRegistry
 from voxproof.service import Service, Step, no_step
 
 if TYPE_CHECKING:
     from voxproof.credentials.signer import CredentialSigner
     from voxproof.local_settings import LocalSettings
+    from voxproof.provenance import ProvenanceRecord, Registry
     from voxproof.settings import Settings
     from voxproof.voice import Voice
 
@@ -73,7 +74,8 @@ class AwsClients:
 def build_service(settings: Settings | LocalSettings, *, aws: AwsClients | None = None,
                   max_chars: int | None = None, voice: Voice | None = None,
                   key_files: list[str] | None = None, create_key: bool = True,
-                  step: Step = no_step, decoder: Decoder | None = None) -> Service:
+                  step: Step = no_step, decoder: Decoder | None = None,
+                  registry_on_first_use: bool = False) -> Service:
     """The service for ``settings``: AWS parts where configured and ``aws`` is given, else local.
 
     Parameters
@@ -97,6 +99,10 @@ def build_service(settings: Settings | LocalSettings, *, aws: AwsClients | None 
     decoder:
         What decodes verify's uploads (default: ``decode_worker.decoder_for(settings)``, a
         worker started on the first upload or by ``Runtime.build``).
+    registry_on_first_use:
+        Open the registry when a record is first read or written, not now (the CLI's verify:
+        a file without a mark never opens it, nor imports the records' pydantic models; a
+        local registry that does not exist yet is not created by a look-up).
     """
 
     def load() -> Voice:
@@ -104,8 +110,9 @@ def build_service(settings: Settings | LocalSettings, *, aws: AwsClients | None 
 
         return load_voice(settings)
 
-    return Service(voice or load, _keys(settings, aws, key_files, create_key),
-                   _registry(settings, aws),
+    registry = (RegistryOnFirstUse(lambda: _registry(settings, aws), _local_registry(settings, aws))
+                if registry_on_first_use else _registry(settings, aws))
+    return Service(voice or load, _keys(settings, aws, key_files, create_key), registry,
                    max_chars=max_chars or settings.max_text_chars_sync, step=step,
                    decoder=decoder or decoder_for(settings),
                    credentials=build_credentials(settings, aws))
@@ -168,14 +175,58 @@ def build_credentials(settings: Settings | LocalSettings,
     return Credentials(signer, anchors, version=__version__)
 
 
+class RegistryOnFirstUse:
+    """A ``Registry`` opened by ``open_`` on its first call, then that registry. With ``file``
+    (a local registry's), a read before the file exists finds nothing and creates nothing."""
+
+    def __init__(self, open_: Callable[[], Registry], file: Path | None = None) -> None:
+        self._open = open_
+        self._file = file
+        self._registry: Registry | None = None
+        self._lock = threading.Lock()
+
+    def _absent(self) -> bool:
+        """Nothing was ever written to this registry (and it is not open)."""
+        return self._registry is None and self._file is not None and not self._file.exists()
+
+    @property
+    def opened(self) -> Registry:
+        """The registry, opened now if it was not yet."""
+        with self._lock:
+            if self._registry is None:
+                self._registry = self._open()
+            return self._registry
+
+    def put_new(self, record: ProvenanceRecord, manifest: bytes | None = None) -> None:
+        self.opened.put_new(record, manifest)
+
+    def get(self, record_id: int) -> ProvenanceRecord | None:
+        return None if self._absent() else self.opened.get(record_id)
+
+    def get_manifest(self, record_id: int) -> bytes | None:
+        return None if self._absent() else self.opened.get_manifest(record_id)
+
+
+REGISTRY_FILE: Final = "records.sqlite3"
+"""The local registry's file in the state folder."""
+
+
+def _local_registry(settings: Settings | LocalSettings, aws: AwsClients | None) -> Path | None:
+    """The file of the registry ``_registry`` opens, when it is the local one."""
+    return None if aws is not None and settings.records_table else (
+        settings.state_dir / REGISTRY_FILE)
+
+
 def _registry(settings: Settings | LocalSettings, aws: AwsClients | None) -> Registry:
+    from voxproof.provenance import DynamoRegistry, S3Manifests, SQLiteRegistry
+
     if aws is not None and settings.records_table:
         manifests = None
         if settings.output_bucket:  # stores too large for an item go beside the records
             manifests = S3Manifests(settings.output_bucket, aws("s3"), settings.bucket_owner)
         return DynamoRegistry(settings.records_table, aws("dynamodb"), manifests)
     settings.ensure_state_dir()
-    return SQLiteRegistry(settings.state_dir / "records.sqlite3")
+    return SQLiteRegistry(settings.state_dir / REGISTRY_FILE)
 
 
 def _keys(settings: Settings | LocalSettings, aws: AwsClients | None, key_files: list[str] | None,

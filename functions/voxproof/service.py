@@ -48,11 +48,12 @@ from voxproof.deadline import Deadline
 from voxproof.decode_worker import Decoder, InProcessDecoder, ManifestQuery
 from voxproof.errors import DeadlineExceeded, Unavailable, VoxproofError
 from voxproof.keyring import KeyRing, KeySource
-from voxproof.provenance import ProvenanceRecord, RecordExists, Registry, text_hash
 from voxproof.watermark import TAG_BITS, Detection, detect, embed
 from voxproof.watermark.detect import MAX_ATTEMPTS
 
-if TYPE_CHECKING:  # the voice stack is imported by whoever loads a voice, never by verify
+if TYPE_CHECKING:  # the voice stack is imported by whoever loads a voice, never by verify;
+    # provenance (its records are pydantic models) by speak, and by a verify that finds a mark
+    from voxproof.provenance import ProvenanceRecord, Registry
     from voxproof.voice import Speech, Voice
 
 RECORD_ID_BITS: Final = 40
@@ -338,6 +339,8 @@ class Service:
 
     def _mark_and_record(self, speech: Speech, text: str, caller: Caller,
                          keyring: KeyRing, fmt: str) -> SpeechResult:
+        from voxproof.provenance import ProvenanceRecord, RecordExists, text_hash
+
         key = keyring.current
         hashed = text_hash(key, text)
         for _ in range(_ID_ATTEMPTS):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from voxproof.watermark import analysis as an
 from voxproof.watermark import ecc
@@ -81,17 +81,33 @@ def correlate(blocks: np.ndarray, first: np.ndarray | int, weights: np.ndarray) 
     lead = blocks.shape[:-3]
     j_count = blocks.shape[-3]
     flat, w = _real_operands(blocks, weights)
-    # einsum, not a BLAS product: small products on threads that spin cost more than they save
-    prod = np.einsum("nb,ub->nu", flat, w).reshape(*lead, j_count, _ROWS, UNIT_BLOCKS)
+    prod = _products(flat, w).reshape(*lead, j_count, _ROWS, UNIT_BLOCKS)
     if isinstance(first, int) and first == 0:
         return _cyclic_sum(prod).reshape(*lead, UNIT_HOPS)
     first = np.broadcast_to(np.asarray(first), lead).reshape(*lead, 1, 1)
     j = np.arange(j_count)[:, None]
     a = np.arange(UNIT_BLOCKS)[None, :]
     u = (first + j - a) % UNIT_BLOCKS  # (..., J, 16 a)
-    picked = np.take_along_axis(prod, np.broadcast_to(
-        u[..., None, :], (*lead, j_count, _ROWS, UNIT_BLOCKS)), axis=-1)  # (..., J, r, a)
+    # picked[..., j, r, a] = prod[..., j, r, u[..., j, a]]: one flat gather
+    rows = np.arange(prod.size // UNIT_BLOCKS).reshape(*lead, j_count, _ROWS, 1) * UNIT_BLOCKS
+    picked = prod.reshape(-1)[rows + u[..., None, :]]  # (..., J, r, a)
     return picked.sum(axis=-3).swapaxes(-1, -2).reshape(*lead, UNIT_HOPS)
+
+
+GEMM_MNK: Final = 262_144
+"""OpenBLAS runs a product of at most this many multiply-adds (m n k) on one thread: small
+products on threads that spin cost more than they save, so ``_products`` stays under it."""
+
+
+def _products(flat: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``flat @ w.T`` in BLAS products of at most ``GEMM_MNK`` multiply-adds (each row's
+    result is the same whichever rows share its product)."""
+    rows = max(1, GEMM_MNK // w.size)
+    out = np.empty((len(flat), len(w)))
+    wt = w.T
+    for start in range(0, len(flat), rows):
+        np.matmul(flat[start : start + rows], wt, out=out[start : start + rows])
+    return out
 
 
 def _real_operands(blocks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,13 +186,15 @@ def sync(view: View, pattern: Pattern) -> list[Candidate]:
     ``z`` the best of the 256 alignments)."""
     cells, signs = pilot_cells(pattern)
     blind = np.flatnonzero(~pattern.is_pilot)
-    n = len(view.phasor)
+    phasor, square = view.phasors()
+    n = len(phasor)
     step = SEARCH_WINDOW // 2
     spans = [(a, min(n, a + SEARCH_WINDOW)) for a in range(0, max(1, n - step), step)]
     if spans[0] != (0, n):
         spans.append((0, n))  # the whole input: on long inputs its pilots are the strongest
-    g = _span_grids(view.phasor, spans)
-    s = _span_grids(view.square, spans)
+    g = _span_grids(phasor, spans)
+    s = _span_grids(square, spans)
+    del phasor, square
     t = correlate(g, 0, key_weights(pattern, cells, signs))
     n2 = correlate(g.real**2 + g.imag**2, 0, null_weights(pattern, cells))
     tb = correlate(s, 0, key_weights(pattern, blind, 1.0, harmonic=2))
@@ -193,18 +211,22 @@ def _span_grids(phasor: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
     """``grid(fold(phasor, a, b))`` for every span of ``sync`` at once: the folds of the
     half-window chunks, each window the sum of two, the whole input the sum of all."""
     step = SEARCH_WINDOW // 2
-    n = len(phasor)
+    n, bands = phasor.shape
+    full = n // step
     chunks = -(-n // step) + 1  # one zero chunk past the end
-    buf = np.zeros((chunks * step, phasor.shape[1]), dtype=phasor.dtype)
-    buf[:n] = phasor
-    half = buf.reshape(chunks, step // UNIT_HOPS, UNIT_HOPS, -1).sum(axis=1)
-    out = []
-    for a, b in spans:
+    half = np.zeros((chunks, UNIT_HOPS, bands), dtype=phasor.dtype)
+    half[:full] = phasor[: full * step].reshape(full, step // UNIT_HOPS, UNIT_HOPS, bands).sum(1)
+    if n > full * step:  # the last, partial chunk, padded with zeros
+        tail = np.zeros((step, bands), dtype=phasor.dtype)
+        tail[: n - full * step] = phasor[full * step :]
+        half[full] = tail.reshape(step // UNIT_HOPS, UNIT_HOPS, bands).sum(axis=0)
+    out = np.empty((len(spans), UNIT_HOPS, bands), dtype=phasor.dtype)
+    for i, (a, b) in enumerate(spans):
         if (a, b) == (0, n):
-            out.append(half.sum(axis=0))
+            np.sum(half, axis=0, out=out[i])
         else:
-            out.append(half[a // step] + half[a // step + 1])
-    return np.array(out).reshape(len(spans), UNIT_BLOCKS, _ROWS, -1)
+            np.add(half[a // step], half[a // step + 1], out=out[i])
+    return out.reshape(len(spans), UNIT_BLOCKS, _ROWS, bands)
 
 
 def tracked_fold(cand: Candidate, pattern: Pattern) -> np.ndarray:
@@ -264,15 +286,16 @@ def followed_fold(views: list[View], pattern: Pattern) -> tuple[np.ndarray, Cand
     n2 = np.empty((n_windows, phases, UNIT_HOPS))
     n2_all = np.empty((n_windows, phases, _ROWS))  # every cell is read: the null variance is
     for p, view in enumerate(views):  # the window's power at that row, any block
-        stacked[p, :n] = view.phasor[:n]
-        xp, sq = x[:, p], _phase_blocks(view.square, n, n_windows)
+        phasor, square = view.phasors()
+        stacked[p, :n] = phasor[:n]
+        xp, sq = x[:, p], _phase_blocks(square, n, n_windows)
         power = xp.real**2 + xp.imag**2
         t[:, p] = correlate(xp, first[:, p], pilots)
         t[:, p] += correlate(sq, first[:, p], blinds)
         n2[:, p] = correlate(power, first[:, p], pilots_null)
         n2[:, p] += correlate(sq.real**2 + sq.imag**2, first[:, p], blinds_null)
         n2_all[:, p] = 0.5 * power.sum(axis=(1, 3))
-        del xp, sq, power
+        del phasor, square, xp, sq, power
     scores = _state_scores(t, n2)
     moves = max((_drift_moves(-rate * frames * phases) for rate in FOLLOW_RATES),
                 key=lambda m: _viterbi_path(scores, *m)[1])
@@ -329,17 +352,21 @@ def _viterbi_path(scores: np.ndarray, low: int, high: int) -> tuple[np.ndarray, 
     """Best state per row of ``scores`` (rows: windows; states on a circle) when each move
     from one row to the next lies between ``low`` and ``high`` states; and its total score."""
     n_states = scores.shape[1]
-    ring = (np.arange(n_states + high - low) - high) % n_states  # ring[k + high - d] = k - d
-    total = scores[0].copy()
-    back = np.zeros(scores.shape, dtype=np.int64)
-    rows = np.arange(n_states)
+    width = high - low + 1
+    ring = (np.arange(n_states + width - 1) - high) % n_states  # ring[k + j] = k - (high - j)
+    ext = np.empty(len(ring))
+    # reach[j, k]: the best total of state k - (high - j) (move high - j into state k), a view
+    reach = as_strided(ext, shape=(width, n_states), strides=(ext.strides[0],) * 2,
+                       writeable=False)
+    totals = np.empty(scores.shape)
+    totals[0] = scores[0]
     for w in range(1, len(scores)):
-        reach = sliding_window_view(total[ring], high - low + 1)  # column j: move high - j
-        j = np.argmax(reach, axis=1)
-        back[w] = high - j
-        total = reach[rows, j] + scores[w]
+        np.take(totals[w - 1], ring, out=ext, mode="clip")
+        np.add(reach.max(axis=0), scores[w], out=totals[w])
+    # back through the rows, for the path's states only: the first move that reaches the best
     path = np.zeros(len(scores), dtype=np.int64)
-    path[-1] = int(np.argmax(total))
+    path[-1] = int(np.argmax(totals[-1]))
     for w in range(len(scores) - 1, 0, -1):
-        path[w - 1] = (path[w] - back[w, path[w]]) % n_states
-    return path, float(total.max())
+        j = int(np.argmax(totals[w - 1][ring[path[w] : path[w] + width]]))
+        path[w - 1] = (path[w] - (high - j)) % n_states
+    return path, float(totals[-1].max())

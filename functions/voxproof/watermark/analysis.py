@@ -90,19 +90,28 @@ def power(x8: np.ndarray) -> np.ndarray:
     return out
 
 
-def band_energy(power_: np.ndarray, freq_scale: float = 1.0) -> np.ndarray:
+def band_energy(power_: np.ndarray, freq_scale: float = 1.0,
+                running: np.ndarray | None = None) -> np.ndarray:
     """(frames, BANDS) energy per band, the band edges stretched by ``freq_scale``.
 
     Each bin's power is spread evenly over its width, so an edge may cut a bin: band energy is
-    the difference of the interpolated running sum at the two edges.
+    the difference of the interpolated running sum at the two edges. ``running``: the running
+    sum over bins (``running_power``), when the caller keeps it for several scales.
     """
     edges = (FIRST_BIN - 0.5 + BAND_BINS * np.arange(BANDS + 1)) * freq_scale + 0.5
     whole = np.floor(edges).astype(np.int64)
     frac = edges - whole
-    running = np.cumsum(power_[:, : whole[-1] + 1], axis=1)
+    if running is None:
+        running = running_power(power_[:, : whole[-1] + 1])
     below = np.where(whole > 0, running[:, np.maximum(whole - 1, 0)], 0.0)
     at_edge = below + frac * power_[:, whole]
     return np.diff(at_edge, axis=1) / freq_scale
+
+
+def running_power(power_: np.ndarray) -> np.ndarray:
+    """The running sum of each frame's power over its bins: ``band_energy``'s one costly part,
+    the same for every ``freq_scale`` (a prefix of the bins gives a prefix of the sums)."""
+    return np.cumsum(power_, axis=1)
 
 
 def stretch_frames(p: np.ndarray, time_scale: float, phase: float = 0.0) -> np.ndarray:
@@ -140,20 +149,29 @@ QUIET_DB: Final = 35.0
 _DB: Final = 10.0 / np.log(10.0)
 
 
-def cell_levels(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+def slot_levels(log_e: np.ndarray) -> np.ndarray:
+    """Log of each slot's power over all bands: ``log sum_b exp(log_e[..., b])``."""
+    return np.log(np.exp(log_e).sum(axis=-1))
+
+
+def cell_levels(first: np.ndarray, second: np.ndarray,
+                levels: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """How far (dB) each cell lies below its block: the block's mean power over all bands
     against the cell's mean log energy. Both are symmetric in the two slots, so the mark, which
     moves a cell's two tiles in opposite directions, leaves the cell's mean unchanged and the
-    block's power nearly so (its loud cells move least); volume and cuts cancel out."""
-    block = np.logaddexp(np.log(np.exp(first).sum(axis=-1)), np.log(np.exp(second).sum(axis=-1)))
+    block's power nearly so (its loud cells move least); volume and cuts cancel out.
+    ``levels``: ``slot_levels`` of ``first`` and ``second``, when the caller has them."""
+    a, b = levels if levels is not None else (slot_levels(first), slot_levels(second))
+    block = np.logaddexp(a, b)
     return _DB * (block[..., None] - np.log(2.0) - 0.5 * (first + second))
 
 
-def cell_steps(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+def cell_steps(first: np.ndarray, second: np.ndarray,
+               levels: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Quantiser step of each cell: small for the cells that hold a block's energy, growing
     geometrically for quieter ones (cheap in mark energy, and kept by codecs to about their
-    band energy)."""
-    level = np.clip(cell_levels(first, second), LOUD_DB, QUIET_DB)
+    band energy). ``levels``: as for ``cell_levels``."""
+    level = np.clip(cell_levels(first, second, levels), LOUD_DB, QUIET_DB)
     frac = (level - LOUD_DB) / (QUIET_DB - LOUD_DB)
     return STEP_LOUD * (STEP_QUIET / STEP_LOUD) ** frac
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from voxproof.watermark import analysis as an
 from voxproof.watermark.embed import FLOOR_POWER, GATE_DB, SLOT_ENERGY_PER_POWER
@@ -40,9 +39,10 @@ ONSET_WIDTH_DB: Final = 3.0  # ... weight = logistic((weaker tile - loudest of t
 _DB: Final = np.log(10.0) / 10.0
 DETECT_BYTES: Final = 200 * 2**20
 """What a detection may hold: ``Views`` gives its cache what the rest leaves of this."""
-OTHER_BYTES_PER_FRAME: Final = 4_000
-"""What a detection holds besides the cache, per 4 ms frame: the power (1 KB), the followed
-alignment's four stacked views (1.8 KB), the temporaries of computing one hypothesis."""
+OTHER_BYTES_PER_FRAME: Final = 5_000
+"""What a detection holds besides the cache, per 4 ms frame: the power and its running sum over
+bins (2 KB), the followed alignment's four stacked views (1.8 KB), the temporaries of computing
+one hypothesis."""
 MIN_CACHE_BYTES: Final = 32 * 2**20
 
 
@@ -77,8 +77,9 @@ class View:
     """The received audio under one hypothesis; frame h of the view is received frame
     ``phase + h * time_scale`` (4 ms frames).
 
-    Its arrays are made when first read and kept in its ``Views``' bounded cache, so holding
-    a view (a sync candidate does) holds no audio-length memory."""
+    Its arrays are made when read, from the cells its ``Views`` keeps in a bounded cache (the
+    phasors of the costly weightings are kept there too), so holding a view (a sync candidate
+    does) holds no audio-length memory."""
 
     def __init__(self, owner: Views, hyp: Hypothesis) -> None:
         self._owner = weakref.proxy(owner)  # no cycle: the arrays go as soon as the Views do
@@ -97,18 +98,23 @@ class View:
     @property
     def phasor(self) -> np.ndarray:
         """(frames, BANDS) complex: weight * exp(2 pi i value / step)."""
-        return self._owner._arrays(self.hyp)[0]
+        return self._owner._phasor(self.hyp)
 
     @property
     def square(self) -> np.ndarray:
         """(frames, BANDS) complex: weight * exp(4 pi i value / step) (blind sync)."""
-        return self._owner._arrays(self.hyp)[1]
+        return self._owner._phasor(self.hyp) * self._owner._cells_of(self.hyp).unit
+
+    def phasors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(phasor, square)``, the phasor made once for both."""
+        phasor = self._owner._phasor(self.hyp)
+        return phasor, phasor * self._owner._cells_of(self.hyp).unit
 
     @property
     def activity(self) -> np.ndarray:
         """(frames, BANDS): speech activity of the cell's slots (0..1)."""
-        phasor, _, activity = self._owner._arrays(self.hyp)
-        return np.broadcast_to(activity[:, None], phasor.shape)
+        cells = self._owner._cells_of(self.hyp)
+        return np.broadcast_to(cells.activity[:, None], cells.unit.shape)
 
     def seconds(self, frame: float) -> float:
         """Time in the received audio of view frame ``frame``."""
@@ -118,7 +124,8 @@ class View:
 class Views:
     """The hypotheses in search order (no change first), each computed on first use.
 
-    Memory is bounded: only the short-time power is kept for the whole search; the band
+    Memory is bounded: only the short-time power (and its running sum over bins, which every
+    band energy reads) is kept for the whole search; the band
     energies, cells and view arrays of each hypothesis live in a least-recently-used cache of
     at most ``cache_bytes`` (by default what ``DETECT_BYTES`` leaves after the search's other
     arrays, at least ``MIN_CACHE_BYTES``) and are computed again, identically, when needed after
@@ -126,6 +133,7 @@ class Views:
 
     def __init__(self, x8: np.ndarray, cache_bytes: int | None = None) -> None:
         self._power = an.power(x8)
+        self._running: np.ndarray | None = None  # an.running_power, made on first use
         frames = len(self._power)
         self.cache_bytes = cache_bytes if cache_bytes is not None else max(
             MIN_CACHE_BYTES, DETECT_BYTES - OTHER_BYTES_PER_FRAME * frames)
@@ -171,7 +179,9 @@ class Views:
     def _band_energy(self, freq_scale: float) -> np.ndarray:
         bands = self._cached(("bands", freq_scale))
         if bands is None:
-            bands = an.band_energy(self._power, freq_scale)
+            if self._running is None:
+                self._running = an.running_power(self._power)
+            bands = an.band_energy(self._power, freq_scale, self._running)
             self._keep(("bands", freq_scale), bands, bands.nbytes)
         return bands  # type: ignore[return-value]
 
@@ -189,15 +199,22 @@ class Views:
             self._keep(("cells", *shape), cells, cells.nbytes)
         return cells  # type: ignore[return-value]
 
-    def _arrays(self, hyp: Hypothesis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(phasor, square, activity) of ``hyp``'s view, from the cache or computed now."""
-        arrays = self._cached(("view", hyp))
-        if arrays is None:
-            cells = self._cells(hyp.freq_scale, hyp.time_scale, hyp.phase)
-            assert cells is not None  # get() made no view of a too-short hypothesis
-            arrays = cells.arrays(hyp)
-            self._keep(("view", hyp), arrays, sum(a.nbytes for a in arrays[:2]))
-        return arrays  # type: ignore[return-value]
+    def _cells_of(self, hyp: Hypothesis) -> _Cells:
+        cells = self._cells(hyp.freq_scale, hyp.time_scale, hyp.phase)
+        assert cells is not None  # get() made no view of a too-short hypothesis
+        return cells
+
+    def _phasor(self, hyp: Hypothesis) -> np.ndarray:
+        """``hyp``'s phasor: the codec weighting's is one product of the cells' arrays, made at
+        each read (keeping it would cost more in fresh memory than it saves); the other
+        weightings' are kept in the cache."""
+        if hyp.weighting == "codec":
+            return self._cells_of(hyp).phasor(hyp)
+        phasor = self._cached(("view", hyp))
+        if phasor is None:
+            phasor = self._cells_of(hyp).phasor(hyp)
+            self._keep(("view", hyp), phasor, phasor.nbytes)  # type: ignore[union-attr]
+        return phasor  # type: ignore[return-value]
 
     def _cached(self, key: tuple) -> object | None:
         entry = self._cache.get(key)
@@ -229,12 +246,11 @@ class _Cells:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.log_e, self.unit, self.activity, self.slot_activity))
 
-    def arrays(self, hyp: Hypothesis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(phasor, square, activity) of the view under ``hyp``'s weighting."""
+    def phasor(self, hyp: Hypothesis) -> np.ndarray:
+        """The view's phasor under ``hyp``'s weighting: weight * unit."""
         extra = {"noise": self.loud_weight, "onset": self.onset_weight}.get(hyp.weighting)
         weight = self.activity[:, None] * (1.0 if extra is None else extra())
-        phasor = weight * self.unit
-        return phasor, phasor * self.unit, self.activity
+        return weight * self.unit
 
     def tiles(self) -> tuple[np.ndarray, np.ndarray]:
         """Log energies of each cell's first and second tile (frames, BANDS)."""
@@ -258,11 +274,24 @@ class _Cells:
         low, high = ONSET_LAGS
         padded = np.vstack([np.full((high, self.log_e.shape[1]), -np.inf), self.log_e])
         # earlier[t] = max of log_e[t - high .. t - low] (padded rows t .. t + high - low)
-        earlier = sliding_window_view(padded, high - low + 1, axis=0).max(axis=-1)
+        earlier = _window_max(padded, high - low + 1)
         margin = np.where(first <= second, first - earlier[:frames],
                           second - earlier[an.SLOT_HOPS : an.SLOT_HOPS + frames])
         margin_db = np.clip(margin / _DB, -60.0, 60.0)
         return 1.0 / (1.0 + np.exp(-margin_db / ONSET_WIDTH_DB))
+
+
+def _window_max(x: np.ndarray, width: int) -> np.ndarray:
+    """``out[t] = x[t : t + width].max(axis=0)``: maxima over windows of 1, 2, 4, ... rows, then
+    of two overlapping windows of the largest power of two (the same values as a maximum over
+    each whole window, in a few passes instead of ``width`` per row)."""
+    span = 1
+    out = x
+    while 2 * span <= width:
+        out = np.maximum(out[:-span], out[span:])
+        span *= 2
+    rows = len(x) - width + 1
+    return np.maximum(out[:rows], out[width - span : width - span + rows])
 
 
 def _cells(band_energy: np.ndarray, time_scale: float, phase: float) -> _Cells | None:
@@ -271,19 +300,23 @@ def _cells(band_energy: np.ndarray, time_scale: float, phase: float) -> _Cells |
         return None
     log_e = an.slot_log_energy(bands)
     first, second = log_e[: -an.SLOT_HOPS], log_e[an.SLOT_HOPS :]
-    steps = an.cell_steps(first, second)
-    angle = an.cell_values(log_e) * (2 * np.pi) / steps
-    unit = np.empty(angle.shape, dtype=complex)
+    level = an.slot_levels(log_e)  # read by the steps and the activity alike
+    steps = an.cell_steps(first, second, (level[: -an.SLOT_HOPS], level[an.SLOT_HOPS :]))
+    turns = an.cell_values(log_e) / steps
+    # the angle reduced to +-pi, then cos and sin in float32 (SIMD, ten times float64's speed;
+    # within 2e-7 of float64's, far below any cell's noise)
+    angle = (2 * np.pi * (turns - np.rint(turns))).astype(np.float32)
+    unit = np.empty(steps.shape, dtype=complex)
     unit.real, unit.imag = np.cos(angle), np.sin(angle)
     unit *= steps / (steps + RELIABLE_STEP)
-    act = _activity(log_e)
+    act = _activity(level)
     return _Cells(log_e, unit, act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :], act)
 
 
-def _activity(log_e: np.ndarray) -> np.ndarray:
-    """Speech activity of each slot: 1 within GATE_DB of the loudest slots, fading to 0 over
-    the next 5 dB; 0 below the embedder's floor (the embedder marks only such slots)."""
-    level = np.log(np.exp(log_e).sum(axis=1))
+def _activity(level: np.ndarray) -> np.ndarray:
+    """Speech activity of each slot from its ``slot_levels``: 1 within GATE_DB of the loudest
+    slots, fading to 0 over the next 5 dB; 0 below the embedder's floor (the embedder marks
+    only such slots)."""
     ref = an.percentile(level, 99)
     floor = np.log(FLOOR_POWER * SLOT_ENERGY_PER_POWER)
     return np.clip((level - (ref - (GATE_DB + 5) * _DB)) / (5 * _DB), 0.0, 1.0) * (level >= floor)
