@@ -4,7 +4,8 @@ family below audiowmark").
 Usage:
     PYTHONPATH=functions python scripts/bench_audiowmark.py --audiowmark PATH
         [--corpus voxproof|piper|DIR] [--clips N] [--skip N] [--attacks issue3,channels|a,b,...] [--jobs N]
-        [--out bench-out/audiowmark.json]
+        [--out bench-out/audiowmark.json] [--voxproof bench-out/watermark.json]
+        [--from RESULT.json ...] [--write-docs NAME]
 
 audiowmark is GPL and not a dependency: build it from its public source outside the repository
 (e.g. under /tmp; README "The watermark") and pass the binary. For every clip of the corpus it
@@ -19,14 +20,19 @@ places and noise is the same noise) to the marked clip and to the unmarked origi
 
 It prints one row per attack beside voxproof's row from ``--voxproof bench-out/watermark.json``
 (bench_watermark.py's ``--out``) when given, plus audiowmark's own SNR and PESQ-WB on the corpus
-(it marks at a different strength from voxproof's 30 dB / 4.5).
+(it marks at a different strength from voxproof's 30 dB / 4.5). ``--from`` reprints (and
+merges) earlier ``--out`` files instead of running; ``--write-docs NAME`` writes the table into
+docs/watermark.md between ``<!-- bench_audiowmark:NAME:begin/end -->`` with the command.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -122,11 +128,11 @@ def summarise(results: list[dict], attacks: list[str], ours: dict[str, float]) -
     return "\n".join(lines)
 
 
-def _ours(path: Path | None) -> dict[str, float]:
-    """voxproof's exact % per attack from bench_watermark.py's JSON."""
-    if path is None:
+def _ours(*paths: Path) -> dict[str, float]:
+    """voxproof's exact % per attack from bench_watermark.py's JSON files (merged)."""
+    results = [r for path in paths for r in json.loads(path.read_text())["results"]]
+    if not results:
         return {}
-    results = json.loads(path.read_text())["results"]
     names = {n for r in results for n in r["attacks"]}
     return {n: 100 * float(np.mean([r["attacks"][n]["exact"] for r in results
                                     if n in r["attacks"]])) for n in names}
@@ -134,15 +140,26 @@ def _ours(path: Path | None) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--audiowmark", required=True, help="the audiowmark binary")
+    parser.add_argument("--audiowmark", help="the audiowmark binary (unless --from)")
     parser.add_argument("--corpus", default="voxproof")
     parser.add_argument("--clips", type=int, default=0, help="use only the first N clips")
     parser.add_argument("--skip", type=int, default=0, help="leave out the first N clips")
     parser.add_argument("--attacks", default="issue3,channels")
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--voxproof", type=Path, help="bench_watermark.py's --out JSON")
+    parser.add_argument("--voxproof", type=Path, nargs="*", default=[],
+                        help="bench_watermark.py's --out JSON files of the same clips")
     parser.add_argument("--out", type=Path, default=bw.CACHE / "audiowmark.json")
+    parser.add_argument("--from", dest="sources", type=Path, nargs="*", default=[],
+                        help="reprint earlier --out files (merged) instead of running")
+    parser.add_argument("--write-docs", metavar="NAME", help="docs/watermark.md section")
     args = parser.parse_args(argv)
+    if args.sources:
+        loaded = [json.loads(path.read_text()) for path in args.sources]
+        results = [clip for part in loaded for clip in part["clips"]]
+        attacks = list(dict.fromkeys(n for r in results for n in r["attacks"]))
+        return report(loaded[0]["version"], results, attacks, args)
+    if not args.audiowmark:
+        parser.error("give --audiowmark (or --from)")
     corpus_dir = (bw.spoken_corpus(args.corpus, bw.CORPORA[args.corpus])
                   if args.corpus in bw.CORPORA else Path(args.corpus))
     corpus = sorted(corpus_dir.glob("*.wav"))
@@ -161,8 +178,27 @@ def main(argv: list[str] | None = None) -> int:
         results = list(pool.map(bench_clip, jobs))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"version": version, "clips": results}, indent=1))
-    print(f"{version} on {len(clips)} clips of {corpus_dir} (default strength, no speed search)")
-    print(summarise(results, attacks, _ours(args.voxproof)))
+    return report(version, results, attacks, args)
+
+
+def report(version: str, results: list[dict], attacks: list[str],
+           args: argparse.Namespace) -> int:
+    text = (f"{version} on {len(results)} clips (default strength, no speed search)\n"
+            + summarise(results, attacks, _ours(*args.voxproof)))
+    print(text)
+    if args.write_docs:
+        begin = f"<!-- bench_audiowmark:{args.write_docs}:begin -->"
+        end = f"<!-- bench_audiowmark:{args.write_docs}:end -->"
+        docs = bw.DOCS.read_text(encoding="utf-8")
+        if begin not in docs or end not in docs:
+            raise SystemExit(f"{bw.DOCS}: no {begin} ... {end} section to write")
+        command = "PYTHONPATH=functions python scripts/bench_audiowmark.py " + shlex.join(
+            sys.argv[1:])
+        section = (f"{begin}\nLast written by `scripts/bench_audiowmark.py` on "
+                   f"{datetime.date.today()} (`{command}`, {os.cpu_count()} CPUs):\n\n"
+                   f"```\n{text}\n```\n{end}")
+        bw.DOCS.write_text(re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: section,
+                                  docs, flags=re.DOTALL), encoding="utf-8")
     return 0
 
 
