@@ -369,3 +369,19 @@ def test_a_malformed_manifest_answer_from_the_worker_is_a_clean_422(answer):
     with pytest.raises(DecoderFailed) as err:
         _check_from_worker(answer)
     assert err.value.status == 422 and err.value.details == {"reason": "protocol"}
+
+
+@pytest.mark.parametrize(("up", "down"), [(160, 441), (441, 160), (1, 2), (2, 1), (80, 147),
+                                          (147, 80), (1, 6), (6, 1)])
+def test_resample_poly_matches_scipy_both_ways(up, down):
+    """The mark goes to 8 kHz and its residual back to the output's rate (e.g. 441/160 for
+    22,050 Hz) through the same per-phase products: scipy's values to rounding, every length."""
+    from scipy.signal import resample_poly as scipy_resample_poly
+    from voxproof.resample import resample_poly
+
+    rng = np.random.default_rng(up * 1000 + down)
+    for n in (1, 7, 441, 10_007):
+        x = rng.standard_normal(n)
+        ours, theirs = resample_poly(x, up, down), scipy_resample_poly(x, up, down)
+        assert ours.shape == theirs.shape
+        assert np.max(np.abs(ours - theirs)) <= 1e-12 * max(1.0, np.max(np.abs(theirs)))

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from math import gcd
-from typing import Final
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-
-#: Outputs computed per gathered block (bounds the temporary to ~CHUNK x taps floats).
-CHUNK: Final = 8192
 
 
 def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
@@ -153,8 +149,9 @@ class PolyResampler:
             padded[a - lo:b - lo] = x[a - self._start:b - self._start]
         windows = sliding_window_view(padded, taps)
         out = np.empty(len(k))
-        for s in range(0, len(k), CHUNK):
-            e = min(s + CHUNK, len(k))
-            rows = windows[last_in[s:e] - taps + 1 - lo]
-            out[s:e] = np.einsum("ij,ij->i", rows, self._phases[phase[s:e]])
+        # Outputs k and k + up share a phase and read windows ``down`` inputs apart: per phase,
+        # one matrix-vector product over a strided view of the windows (no gathered copy).
+        for i in range(min(up, len(k))):
+            rows = windows[last_in[i] - taps + 1 - lo::down][: len(range(i, len(k), up))]
+            out[i::up] = np.einsum("ij,j->i", rows, self._phases[phase[i]])
         return out
