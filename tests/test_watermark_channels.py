@@ -9,12 +9,12 @@ family table is ``scripts/bench_watermark.py --attacks channels``.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 import soundfile as sf
+from ffmpeg_attacks import needs_ffmpeg
 from voxproof.deadline import Deadline
 from voxproof.watermark import TAG_BITS, WatermarkKey, align, detect, embed
 from voxproof.watermark.detect import CANDIDATES, MAX_ATTEMPTS, WIDE_CANDIDATES
@@ -24,8 +24,6 @@ from voxproof.watermark.views import Hypothesis, Views
 KEY = WatermarkKey.from_hex("5e" * 32)
 RID = 0x0A1B2C3D4E
 
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
-                                  reason="ffmpeg is installed by .ci/run")
 
 
 def ffmpeg_filter(x: np.ndarray, sr: int, af: str, tmp_path) -> np.ndarray:

@@ -10,12 +10,10 @@ by 1e-6 per key and file (docs/watermark.md, "Presence").
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
-import soundfile as sf
+from ffmpeg_attacks import ffmpeg_round_trip, needs_ffmpeg
 from voxproof.deadline import Deadline
 from voxproof.watermark import WatermarkKey, align, detect, ecc, embed
 from voxproof.watermark.detect import PRESENCE_P, Presence, _PresenceStat, presence_threshold
@@ -30,8 +28,6 @@ RID = 0x0123456789
 #: 6 speeds (first stage), onset x 4 phases + 10 speeds + 8 pitches + 10 tempos (second)
 FULL_SEARCH_VIEWS = 14 + 32
 
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
-                                  reason="ffmpeg is installed by .ci/run")
 
 
 # --- the statistic and its bound -----------------------------------------------------------------
@@ -186,18 +182,6 @@ def voices(default_voice) -> tuple[np.ndarray, np.ndarray, int]:
     return a.samples[:n], b.samples[:n], a.sample_rate
 
 
-def ffmpeg_codec(x: np.ndarray, sr: int, args: list[str], ext: str, tmp_path) -> np.ndarray:
-    """Through ffmpeg (``args`` on the way out, container ``ext``) and back at ``sr``."""
-    sf.write(tmp_path / "in.wav", x, sr, subtype="PCM_16")
-    for cmd in (["-i", str(tmp_path / "in.wav"), *args, str(tmp_path / f"mid.{ext}")],
-                ["-i", str(tmp_path / f"mid.{ext}"), "-ar", str(sr), "-ac", "1",
-                 str(tmp_path / "back.wav")]):
-        subprocess.run(["ffmpeg", "-nostdin", "-y", "-loglevel", "error", *cmd], check=True)
-    back, rate = sf.read(tmp_path / "back.wav", dtype="float32")
-    assert rate == sr
-    return back
-
-
 CODECS = {
     "mp3_32k": (["-c:a", "libmp3lame", "-b:a", "32k"], "mp3"),
     "opus_16k": (["-c:a", "libopus", "-b:a", "16k", "-application", "voip"], "ogg"),
@@ -219,7 +203,7 @@ def test_the_voice_marked_is_present(voices) -> None:
 def test_unmarked_twins_through_codecs_are_not_present(tmp_path, voices, codec: str) -> None:
     a, b, sr = voices
     for x in (a, b):
-        found = detect(ffmpeg_codec(x, sr, *CODECS[codec], tmp_path), sr, [KEY])
+        found = detect(ffmpeg_round_trip(x, sr, *CODECS[codec], tmp_path), sr, [KEY])
         assert not found.found and not found.presence.found
         assert found.presence.hypotheses == FULL_SEARCH_VIEWS * UNIT_HOPS
         assert found.presence.z < found.presence.threshold
@@ -240,7 +224,7 @@ def test_two_outputs_mixed_are_present_though_no_record_reads(tmp_path, voices,
     plain = a + b
     if attack != "mix":
         mp3 = (["-c:a", "libmp3lame", "-b:a", "128k"], "mp3")
-        marked, plain = (ffmpeg_codec(x, sr, *mp3, tmp_path) for x in (marked, plain))
+        marked, plain = (ffmpeg_round_trip(x, sr, *mp3, tmp_path) for x in (marked, plain))
     found = detect(marked, sr, [KEY])
     assert not found.found and found.record_id is None  # never reported as a record
     assert found.presence.found and found.presence.key_id == KEY.key_id
