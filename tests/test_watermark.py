@@ -373,3 +373,59 @@ def test_viterbi_path_is_the_plain_loops():
             path, best = _viterbi_path(scores, low, high)
             plain_path, plain_best = _plain_viterbi(scores, low, high)
             assert np.array_equal(path, plain_path) and best == plain_best
+
+
+# --- the embedder's fast paths equal their plain forms -----------------------------------------
+@pytest.mark.parametrize("seconds", [0.0, 0.02, 0.035, 0.07, 1.3, 6.0])
+def test_embedder_tile_energies_are_the_analysis_modules(seconds: float) -> None:
+    """The embedder measures its tiles at slot starts alone, bands as plain bin sums; the
+    detector's path (every frame, bands by running sums) gives the same values. The host has a
+    noise floor: on digital silence both paths measure rounding (of sums of ~1e-12)."""
+    import importlib
+
+    embed_module = importlib.import_module("voxproof.watermark.embed")
+    x = speechlike(max(seconds, 1.0), 8000, seed=5).astype(np.float64)[: int(seconds * 8000)]
+    x += 1e-4 * np.random.default_rng(5).standard_normal(len(x))
+    n_slots = len(x) // (an.SLOT_HOPS * an.HOP)
+    every_frame = an.slot_log_energy(an.band_energy(an.power(x)))
+    plain = every_frame[0 : an.SLOT_HOPS * n_slots : an.SLOT_HOPS]
+    fast = embed_module._tile_log_energy(x, n_slots)
+    assert fast.shape == plain.shape
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-7)  # neper: 4e-7 dB
+
+
+def test_embed_is_the_plain_iteration() -> None:
+    """``_residual`` skips the first round's re-measure (no gain yet: the residual is zero) and
+    measures with the slot-only analysis; a plain loop of ROUNDS full rounds over the analysis
+    module gives the same residual to rounding."""
+    import importlib
+
+    em = importlib.import_module("voxproof.watermark.embed")
+    x8 = speechlike(5.0, 8000, seed=11).astype(np.float64)
+    x8 += 1e-4 * np.random.default_rng(11).standard_normal(len(x8))
+    pattern, coded = pattern_for(KEY), ecc.encode(payload_bits(KEY, RID))
+
+    def tiles(x: np.ndarray, n_slots: int) -> np.ndarray:
+        every_frame = an.slot_log_energy(an.band_energy(an.power(x)))
+        return every_frame[0 : an.SLOT_HOPS * n_slots : an.SLOT_HOPS]
+
+    n_slots = len(x8) // (an.SLOT_HOPS * an.HOP)
+    host = tiles(x8, n_slots)
+    n_slots, n_blocks = len(host), len(host) // 2
+    active = em._speech_blocks(host)
+    targets = em._targets(host, pattern, coded, n_blocks)
+    spec = em._stft(x8)
+    gains = np.zeros((n_slots, em.BANDS))
+    for _ in range(em.ROUNDS):
+        residual = em._istft(spec * (em._cell_gains(gains, spec.shape[0]) - 1.0), len(x8))
+        values = em._cell_values(tiles(x8 + residual, n_slots), n_blocks)
+        err = np.where(active[:, None], targets - values, 0.0)
+        gains[0 : 2 * n_blocks : 2] += err / 2
+        gains[1 : 2 * n_blocks : 2] -= err / 2
+        np.clip(gains, -em.MAX_GAIN, em.MAX_GAIN, out=gains)
+    plain = em._istft(spec * (em._cell_gains(gains, spec.shape[0]) - 1.0), len(x8))
+    plain *= em._snr_guard(x8, plain)
+
+    fast = em._residual(x8, pattern, coded)
+    assert np.any(fast)
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-9 * np.abs(plain).max())

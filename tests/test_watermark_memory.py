@@ -32,7 +32,7 @@ def _power_at_once(x8: np.ndarray) -> np.ndarray:
     lead = an.FRAME // 2 - an.HOP // 2
     padded = np.zeros(lead + an.HOP * n + an.FRAME)
     padded[lead : lead + len(x8)] = x8
-    frames = sliding_window_view(padded, an.FRAME)[: an.HOP * n : an.HOP] * an._WINDOW
+    frames = sliding_window_view(padded, an.FRAME)[: an.HOP * n : an.HOP] * an.WINDOW
     spec = np.fft.rfft(frames, axis=1)
     return spec.real**2 + spec.imag**2
 

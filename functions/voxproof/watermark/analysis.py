@@ -25,8 +25,8 @@ SLOT_HOPS: Final = 8  # one slot (32 ms) = 8 analysis hops
 BLOCK_HOPS: Final = 2 * SLOT_HOPS
 FIRST_BIN: Final = 4  # 125 Hz
 BAND_BINS: Final = 4
-_WINDOW: Final = np.hanning(FRAME + 1)[:-1]
-_FLOOR: Final = 1e-12
+WINDOW: Final = np.hanning(FRAME + 1)[:-1]  # the analysis frames' window
+FLOOR: Final = 1e-12  # added to energies before their log
 
 
 def check_audio(samples: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -85,7 +85,7 @@ def power(x8: np.ndarray) -> np.ndarray:
     frames = sliding_window_view(padded, FRAME)[: HOP * n : HOP]
     out = np.empty((n, FRAME // 2 + 1))
     for start in range(0, n, POWER_BLOCK_FRAMES):
-        spec = np.fft.rfft(frames[start : start + POWER_BLOCK_FRAMES] * _WINDOW, axis=1)
+        spec = np.fft.rfft(frames[start : start + POWER_BLOCK_FRAMES] * WINDOW, axis=1)
         np.add(spec.real**2, spec.imag**2, out=out[start : start + POWER_BLOCK_FRAMES])
     return out
 
@@ -134,7 +134,7 @@ def slot_log_energy(bands: np.ndarray) -> np.ndarray:
     """
     c = np.cumsum(np.vstack([np.zeros((1, bands.shape[1])), bands]), axis=0)
     e = c[SLOT_HOPS:-1] - c[:-SLOT_HOPS - 1] - 0.5 * bands[:-SLOT_HOPS] + 0.5 * bands[SLOT_HOPS:]
-    return np.log(np.maximum(e, 0.0) + _FLOOR)
+    return np.log(np.maximum(e, 0.0) + FLOOR)
 
 
 def cell_values(log_e: np.ndarray) -> np.ndarray:

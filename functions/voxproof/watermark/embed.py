@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from voxproof.watermark import analysis as an
 from voxproof.watermark import ecc
@@ -24,6 +25,7 @@ GATE_DB: Final = 40.0  # a slot is speech if within this many dB of the loudest 
 FLOOR_POWER: Final = 1e-8  # ... and above this mean in-band power (about -80 dBFS)
 _EHOP: Final = 64  # embedding STFT hop (75 % overlap)
 _EWIN: Final = np.hanning(an.FRAME + 1)[:-1]
+_WINDOW: Final = an.WINDOW
 _LEAD: Final = 224  # embedding frame i starts at sample 64 i - 224 (centre 64 (i - 2) + 32)
 _BINS: Final = slice(an.FIRST_BIN, an.FIRST_BIN + BANDS * an.BAND_BINS)
 SLOT_ENERGY_PER_POWER: Final = an.SLOT_HOPS * BANDS * an.BAND_BINS * float(np.sum(_EWIN**2))
@@ -86,9 +88,12 @@ def _residual(x8: np.ndarray, pattern: Pattern, coded: np.ndarray) -> np.ndarray
     targets = _targets(host, pattern, coded, n_blocks)
     spec = _stft(x8)
     gains = np.zeros((n_slots, BANDS))
-    for _ in range(ROUNDS):
-        residual = _istft(spec * (_cell_gains(gains, spec.shape[0]) - 1.0), len(x8))
-        tiles = _tile_log_energy(x8 + residual, n_slots)
+    for round_ in range(ROUNDS):
+        if round_ == 0:
+            tiles = host  # no gain yet: the residual is exactly zero and the tiles the host's
+        else:
+            residual = _istft(spec * (_cell_gains(gains, spec.shape[0]) - 1.0), len(x8))
+            tiles = _tile_log_energy(x8 + residual, n_slots)
         err = np.where(active[:, None], targets - _cell_values(tiles, n_blocks), 0.0)
         gains[0 : 2 * n_blocks : 2] += err / 2
         gains[1 : 2 * n_blocks : 2] -= err / 2
@@ -105,8 +110,38 @@ def _snr_guard(x8: np.ndarray, residual: np.ndarray) -> float:
 
 
 def _tile_log_energy(x8: np.ndarray, n_slots: int) -> np.ndarray:
-    bands = an.band_energy(an.power(x8))
-    return an.slot_log_energy(bands)[0 : an.SLOT_HOPS * n_slots : an.SLOT_HOPS]
+    """Log energy of the tiles of slots 0, 1, ... (at most ``n_slots``): what
+    ``an.slot_log_energy(an.band_energy(an.power(x8)))[::SLOT_HOPS]`` measures, computed for the
+    slot starts alone (the embedder re-measures every round; the detector needs every frame).
+    Band energies are plain sums of their four bins (at scale 1 the band edges fall on bin
+    edges), so values agree with the analysis module's to rounding (test_watermark_embed)."""
+    n_frames = an.frame_count(len(x8))
+    n_slots = min(n_slots, max(0, -(-(n_frames - an.SLOT_HOPS) // an.SLOT_HOPS)))
+    used = an.SLOT_HOPS * n_slots + 1 if n_slots else 0  # slot s spans frames 8 s .. 8 s + 8
+    bands = _band_energy(x8, used)
+    whole = bands[: used - 1].reshape(n_slots, an.SLOT_HOPS, BANDS).sum(axis=1)
+    ends = bands[0:used:an.SLOT_HOPS]  # the trapezoid's half-weight ends
+    energy = whole - 0.5 * ends[:-1] + 0.5 * ends[1:]
+    return np.log(np.maximum(energy, 0.0) + an.FLOOR)
+
+
+def _band_energy(x8: np.ndarray, n_frames: int) -> np.ndarray:
+    """(n_frames, BANDS) energy per band of the first ``n_frames`` analysis frames
+    (``an.power``'s frames and window)."""
+    if n_frames == 0:
+        return np.zeros((0, BANDS))
+    lead = an.FRAME // 2 - an.HOP // 2
+    padded = np.zeros(lead + an.HOP * n_frames + an.FRAME)
+    stop = min(len(x8), len(padded) - lead)
+    padded[lead : lead + stop] = x8[:stop]
+    frames = sliding_window_view(padded, an.FRAME)[: an.HOP * n_frames : an.HOP]
+    out = np.empty((n_frames, BANDS))
+    for start in range(0, n_frames, an.POWER_BLOCK_FRAMES):
+        spec = np.fft.rfft(frames[start : start + an.POWER_BLOCK_FRAMES] * _WINDOW, axis=1)
+        # each band's bins as (re, im) pairs: one product-and-sum gives its energy
+        parts = spec[:, _BINS].view(np.float64).reshape(len(spec), BANDS, 2 * an.BAND_BINS)
+        np.einsum("fbk,fbk->fb", parts, parts, out=out[start : start + an.POWER_BLOCK_FRAMES])
+    return out
 
 
 def _cell_values(tiles: np.ndarray, n_blocks: int) -> np.ndarray:
