@@ -395,9 +395,10 @@ def test_embedder_tile_energies_are_the_analysis_modules(seconds: float) -> None
 
 
 def test_embed_is_the_plain_iteration() -> None:
-    """``_residual`` skips the first round's re-measure (no gain yet: the residual is zero) and
-    measures with the slot-only analysis; a plain loop of ROUNDS full rounds over the analysis
-    module gives the same residual to rounding."""
+    """``_residual`` skips the first round's re-measure (no gain yet: the residual is zero),
+    measures with the slot-only analysis and inverts the changed bins alone; a plain loop of
+    ROUNDS full rounds, every bin through its gain and the analysis module's measure, gives the
+    same residual to rounding."""
     import importlib
 
     em = importlib.import_module("voxproof.watermark.embed")
@@ -416,14 +417,28 @@ def test_embed_is_the_plain_iteration() -> None:
     targets = em._targets(host, pattern, coded, n_blocks)
     spec = em._stft(x8)
     gains = np.zeros((n_slots, em.BANDS))
+
+    def istft(gains: np.ndarray) -> np.ndarray:  # every bin through the gain of its tile
+        slot = (em._EHOP * (np.arange(len(spec)) - 2) + 32) // (an.SLOT_HOPS * an.HOP)
+        inside = (slot >= 0) & (slot < len(gains))
+        g = np.ones(spec.shape)
+        per_band = np.exp(gains[np.clip(slot, 0, len(gains) - 1)] / 2)
+        g[:, em._BINS] = np.where(inside[:, None], np.repeat(per_band, an.BAND_BINS, axis=1), 1)
+        frames = np.fft.irfft(spec * (g - 1.0), an.FRAME, axis=1) * em._EWIN
+        out = np.zeros(em._EHOP * (len(frames) + 3))
+        for j in range(an.FRAME // em._EHOP):
+            chunk = frames[:, j * em._EHOP : (j + 1) * em._EHOP].ravel()
+            out[j * em._EHOP : j * em._EHOP + em._EHOP * len(frames)] += chunk
+        return out[em._LEAD : em._LEAD + len(x8)] / (float(np.sum(em._EWIN**2)) / em._EHOP)
+
     for _ in range(em.ROUNDS):
-        residual = em._istft(spec * (em._cell_gains(gains, spec.shape[0]) - 1.0), len(x8))
+        residual = istft(gains)
         values = em._cell_values(tiles(x8 + residual, n_slots), n_blocks)
         err = np.where(active[:, None], targets - values, 0.0)
         gains[0 : 2 * n_blocks : 2] += err / 2
         gains[1 : 2 * n_blocks : 2] -= err / 2
         np.clip(gains, -em.MAX_GAIN, em.MAX_GAIN, out=gains)
-    plain = em._istft(spec * (em._cell_gains(gains, spec.shape[0]) - 1.0), len(x8))
+    plain = istft(gains)
     plain *= em._snr_guard(x8, plain)
 
     fast = em._residual(x8, pattern, coded)

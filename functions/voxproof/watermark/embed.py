@@ -86,19 +86,20 @@ def _residual(x8: np.ndarray, pattern: Pattern, coded: np.ndarray) -> np.ndarray
     if not active.any():
         return np.zeros_like(x8)
     targets = _targets(host, pattern, coded, n_blocks)
-    spec = _stft(x8)
+    spec = _stft(x8)[:, _BINS]  # the mark changes these bins alone
+    slots = _frame_slots(len(spec), n_slots)
     gains = np.zeros((n_slots, BANDS))
     for round_ in range(ROUNDS):
         if round_ == 0:
             tiles = host  # no gain yet: the residual is exactly zero and the tiles the host's
         else:
-            residual = _istft(spec * (_cell_gains(gains, spec.shape[0]) - 1.0), len(x8))
+            residual = _istft(_change(spec, gains, slots), len(x8))
             tiles = _tile_log_energy(x8 + residual, n_slots)
         err = np.where(active[:, None], targets - _cell_values(tiles, n_blocks), 0.0)
         gains[0 : 2 * n_blocks : 2] += err / 2
         gains[1 : 2 * n_blocks : 2] -= err / 2
         np.clip(gains, -MAX_GAIN, MAX_GAIN, out=gains)
-    residual = _istft(spec * (_cell_gains(gains, spec.shape[0]) - 1.0), len(x8))
+    residual = _istft(_change(spec, gains, slots), len(x8))
     return residual * _snr_guard(x8, residual)
 
 
@@ -178,22 +179,32 @@ def _stft(x8: np.ndarray) -> np.ndarray:
     return np.fft.rfft(padded[idx] * _EWIN, axis=1)
 
 
-def _istft(spec: np.ndarray, length: int) -> np.ndarray:
-    frames = np.fft.irfft(spec, an.FRAME, axis=1) * _EWIN
-    n_frames = len(frames)
-    out = np.zeros(_EHOP * (n_frames + 3))
+def _istft(bins: np.ndarray, length: int) -> np.ndarray:
+    """The signal of an embedding STFT that is zero outside ``_BINS`` (``bins``: those bins)."""
+    n_frames = len(bins)
+    spec = np.zeros((n_frames, an.FRAME // 2 + 1), dtype=complex)
+    spec[:, _BINS] = bins
+    frames = (np.fft.irfft(spec, an.FRAME, axis=1) * _EWIN).reshape(
+        n_frames, an.FRAME // _EHOP, _EHOP)
+    out = np.zeros((n_frames + 3, _EHOP))  # overlap-add, one hop per row
     for j in range(an.FRAME // _EHOP):
-        chunk = frames[:, j * _EHOP : (j + 1) * _EHOP].ravel()
-        out[j * _EHOP : j * _EHOP + _EHOP * n_frames] += chunk
+        out[j : j + n_frames] += frames[:, j]
+    out = out.ravel()
     out /= float(np.sum(_EWIN**2)) / _EHOP  # Hann at 75 % overlap: constant 1.5
     return out[_LEAD : _LEAD + length]
 
 
-def _cell_gains(gains: np.ndarray, n_frames: int) -> np.ndarray:
-    """Amplitude gain per embedding STFT cell from per-tile log-energy changes."""
+def _frame_slots(n_frames: int, n_slots: int) -> np.ndarray:
+    """The slot each embedding frame's centre falls in (-1: before the first or after the
+    last slot, where the mark changes nothing)."""
     slot = (_EHOP * (np.arange(n_frames) - 2) + 32) // (an.SLOT_HOPS * an.HOP)
-    inside = (slot >= 0) & (slot < len(gains))
-    g = np.ones((n_frames, an.FRAME // 2 + 1))
-    per_band = np.exp(gains[np.clip(slot, 0, len(gains) - 1)] / 2)
-    g[:, _BINS] = np.where(inside[:, None], np.repeat(per_band, an.BAND_BINS, axis=1), 1.0)
-    return g
+    return np.where((slot >= 0) & (slot < n_slots), slot, -1)
+
+
+def _change(bins: np.ndarray, gains: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """The change the per-tile log-energy ``gains`` make to the embedding STFT's ``_BINS``:
+    each band's bins times ``exp(gain / 2) - 1`` of the tile its frame's centre falls in."""
+    per_band = np.exp(gains[np.maximum(slots, 0)] / 2) - 1.0
+    per_band[slots < 0] = 0.0
+    shaped = bins.reshape(len(bins), BANDS, an.BAND_BINS) * per_band[:, :, None]
+    return shaped.reshape(len(bins), BANDS * an.BAND_BINS)
