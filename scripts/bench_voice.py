@@ -15,7 +15,11 @@ in two fresh processes run under ``/usr/bin/time -v``:
   one's own frontend) ``--runs`` times: *RTF* = median synthesis time / audio duration.
 
 Reported: medians over rounds; peak RSS is the larger of the two processes. The ratios printed
-last are engine / piper-tts (above 1: slower or bigger). piper-tts is a dev dependency
+last are engine / piper-tts (above 1: slower or bigger). For voxproof's engines the warm process
+also marks each synthesis's audio (``watermark.embed``, as the service does after speaking) and
+reports the embed's median time as a share of the synthesis's median (issue 11: under 10 %), as
+wall time and as the process's CPU time (with 2 threads the synthesis's wall time halves but the
+embed runs on one). piper-tts is a dev dependency
 (GPL-3.0), used here only as the yardstick.
 """
 
@@ -46,23 +50,38 @@ TEXT = (
 # --- workers (each in its own process) ------------------------------------------------------
 
 
-def _voxproof(engine: str, threads: int, runs: int) -> tuple[float, list[tuple[float, float]]]:
+def _voxproof(engine: str, threads: int, runs: int) -> tuple[float, list, list]:
     from voxproof.deadline import Deadline
     from voxproof.settings import Settings
     from voxproof.voice import load_voice
 
     voice = load_voice(Settings(engine=engine, torch_threads=threads))
+    spoken = []
 
     def speak(text: str) -> float:
         speech = voice.synthesize(text, deadline=Deadline.after(600), max_chars=1000)
+        spoken[:] = [speech]
         return speech.duration_s
 
     speak(FIRST)
     first = time.monotonic()
-    return first, [_timed(speak, TEXT) for _ in range(runs)]
+    if not runs:
+        return first, [], []
+    from voxproof.watermark import WatermarkKey, embed  # the warm process alone: not in cold
+
+    key = WatermarkKey.from_hex("5a" * 32)
+    timings, marks = [], []
+
+    def mark(record_id: int) -> float:
+        return float(embed(spoken[0].samples, spoken[0].sample_rate, key, record_id).size)
+
+    for run in range(runs):
+        timings.append(_timed(speak, TEXT))
+        marks.append(_timed(mark, run))
+    return first, timings, marks
 
 
-def _piper(threads: int, runs: int, onnx: str, config: str) -> tuple[float, list[tuple[float, float]]]:
+def _piper(threads: int, runs: int, onnx: str, config: str) -> tuple[float, list]:
     import numpy as np
     import onnxruntime
     from piper import PiperVoice
@@ -86,19 +105,22 @@ def _piper(threads: int, runs: int, onnx: str, config: str) -> tuple[float, list
     return first, [_timed(speak, TEXT) for _ in range(runs)]
 
 
-def _timed(speak, text: str) -> tuple[float, float]:
-    start = time.perf_counter()
-    duration = speak(text)
-    return time.perf_counter() - start, duration
+def _timed(speak, arg) -> tuple[float, float, float]:
+    """(wall s, CPU s of this process, what ``speak(arg)`` returned)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    duration = speak(arg)
+    return time.perf_counter() - start, time.process_time() - cpu, duration
 
 
 def worker(args: argparse.Namespace) -> int:
+    marks: list = []
     if args.worker in ENGINES:
-        first, timings = _voxproof(args.worker, args.threads[0], args.runs)
+        first, timings, marks = _voxproof(args.worker, args.threads[0], args.runs)
     else:
         first, timings = _piper(args.threads[0], args.runs, args.onnx, args.config)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"first_audio_at": first, "timings": timings, "peak_rss_mb": rss_mb}))
+    print(json.dumps({"first_audio_at": first, "timings": timings, "marks": marks,
+                      "peak_rss_mb": rss_mb}))
     return 0
 
 
@@ -136,13 +158,18 @@ def run_worker(engine: str, threads: int, runs: int, files: tuple[str, str]) -> 
 def measure(engine: str, threads: int, runs: int, files: tuple[str, str]) -> dict:
     cold = run_worker(engine, threads, 0, files)
     warm = run_worker(engine, threads, runs, files)
-    seconds, duration = zip(*warm["timings"], strict=True)
-    return {
+    seconds, cpu, duration = zip(*warm["timings"], strict=True)
+    report = {
         "first_audio_s": cold["wall_s"],
         "rtf": statistics.median(seconds) / statistics.median(duration),
         "audio_s": statistics.median(duration),
         "peak_rss_mb": max(cold["peak_rss_mb"], warm["peak_rss_mb"]),
     }
+    if warm["marks"]:  # issue 11: the mark's embed against the synthesis of the same audio
+        mark_wall, mark_cpu, _ = zip(*warm["marks"], strict=True)
+        report["mark_pct"] = 100 * statistics.median(mark_wall) / statistics.median(seconds)
+        report["mark_cpu_pct"] = 100 * statistics.median(mark_cpu) / statistics.median(cpu)
+    return report
 
 
 def piper_files(folder: Path) -> tuple[str, str]:
@@ -182,15 +209,18 @@ def main() -> int:
                 for engine in contenders:
                     r = measure(engine, threads, args.runs, files)
                     samples.setdefault((engine, threads), []).append(r)
+                    mark = (f", mark embed {r['mark_pct']:.1f} % of synthesis (CPU "
+                            f"{r['mark_cpu_pct']:.1f} %)" if "mark_pct" in r else "")
                     print(f"  {engine:6s} {threads} thread(s): RTF {r['rtf']:.3f} "
                           f"({r['audio_s']:.1f} s of audio), fresh process to first audio "
-                          f"{r['first_audio_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB",
-                          flush=True)
+                          f"{r['first_audio_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB"
+                          f"{mark}", flush=True)
     results = {key: {k: statistics.median(s[k] for s in runs) for k in runs[0]}
                for key, runs in samples.items()}
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
-    print("| threads | | RTF | fresh process to first audio | peak RSS |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| threads | | RTF | fresh process to first audio | peak RSS | mark embed / synthesis, "
+          "wall (CPU) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for threads in args.threads:
         piper = results["piper", threads]
         for engine in contenders:
@@ -200,8 +230,11 @@ def main() -> int:
                 f" (x{r['peak_rss_mb'] / piper['peak_rss_mb']:.2f})")
             ratio = ratio or ("", "", "")
             name = "piper-tts" if engine == "piper" else f"voxproof {engine}"
+            mark = (f"{r['mark_pct']:.1f} % ({r['mark_cpu_pct']:.1f} %)" if "mark_pct" in r
+                    else "-")
             print(f"| {threads} | {name} | {r['rtf']:.3f}{ratio[0]} | "
-                  f"{r['first_audio_s']:.2f} s{ratio[1]} | {r['peak_rss_mb']:.0f} MB{ratio[2]} |")
+                  f"{r['first_audio_s']:.2f} s{ratio[1]} | {r['peak_rss_mb']:.0f} MB{ratio[2]} | "
+                  f"{mark} |")
     return 0
 
 
