@@ -94,7 +94,7 @@ def _residual(x8: np.ndarray, pattern: Pattern, coded: np.ndarray) -> np.ndarray
             tiles = host  # no gain yet: the residual is exactly zero and the tiles the host's
         else:
             residual = _istft(_change(spec, gains, slots), len(x8))
-            tiles = _tile_log_energy(x8 + residual, n_slots)
+            tiles = _tile_log_energy(x8 + residual, n_slots, active)
         err = np.where(active[:, None], targets - _cell_values(tiles, n_blocks), 0.0)
         gains[0 : 2 * n_blocks : 2] += err / 2
         gains[1 : 2 * n_blocks : 2] -= err / 2
@@ -110,25 +110,34 @@ def _snr_guard(x8: np.ndarray, residual: np.ndarray) -> float:
     return 1.0 if noise <= allowed else float(np.sqrt(allowed / noise))
 
 
-def _tile_log_energy(x8: np.ndarray, n_slots: int) -> np.ndarray:
+def _tile_log_energy(x8: np.ndarray, n_slots: int,
+                     blocks: np.ndarray | None = None) -> np.ndarray:
     """Log energy of the tiles of slots 0, 1, ... (at most ``n_slots``): what
     ``an.slot_log_energy(an.band_energy(an.power(x8)))[::SLOT_HOPS]`` measures, computed for the
     slot starts alone (the embedder re-measures every round; the detector needs every frame).
     Band energies are plain sums of their four bins (at scale 1 the band edges fall on bin
-    edges), so values agree with the analysis module's to rounding (test_watermark_embed)."""
+    edges), so values agree with the analysis module's to rounding (test_watermark).
+
+    ``blocks``: measure only the slots of these blocks (a mask over blocks, the speech the
+    embedder changes); the others' values are then meaningless."""
     n_frames = an.frame_count(len(x8))
     n_slots = min(n_slots, max(0, -(-(n_frames - an.SLOT_HOPS) // an.SLOT_HOPS)))
     used = an.SLOT_HOPS * n_slots + 1 if n_slots else 0  # slot s spans frames 8 s .. 8 s + 8
-    bands = _band_energy(x8, used)
+    rows = None
+    if blocks is not None:  # block b: slots 2 b, 2 b + 1, i.e. frames 16 b .. 16 b + 16
+        first = an.BLOCK_HOPS * np.flatnonzero(blocks[: n_slots // 2])
+        rows = (first[:, None] + np.arange(an.BLOCK_HOPS + 1)).ravel()
+        rows = np.unique(rows[rows < used])
+    bands = _band_energy(x8, used, rows)
     whole = bands[: used - 1].reshape(n_slots, an.SLOT_HOPS, BANDS).sum(axis=1)
     ends = bands[0:used:an.SLOT_HOPS]  # the trapezoid's half-weight ends
     energy = whole - 0.5 * ends[:-1] + 0.5 * ends[1:]
     return np.log(np.maximum(energy, 0.0) + an.FLOOR)
 
 
-def _band_energy(x8: np.ndarray, n_frames: int) -> np.ndarray:
+def _band_energy(x8: np.ndarray, n_frames: int, rows: np.ndarray | None = None) -> np.ndarray:
     """(n_frames, BANDS) energy per band of the first ``n_frames`` analysis frames
-    (``an.power``'s frames and window)."""
+    (``an.power``'s frames and window); ``rows``: only these frames (the others are 0)."""
     if n_frames == 0:
         return np.zeros((0, BANDS))
     lead = an.FRAME // 2 - an.HOP // 2
@@ -136,12 +145,14 @@ def _band_energy(x8: np.ndarray, n_frames: int) -> np.ndarray:
     stop = min(len(x8), len(padded) - lead)
     padded[lead : lead + stop] = x8[:stop]
     frames = sliding_window_view(padded, an.FRAME)[: an.HOP * n_frames : an.HOP]
-    out = np.empty((n_frames, BANDS))
-    for start in range(0, n_frames, an.POWER_BLOCK_FRAMES):
-        spec = np.fft.rfft(frames[start : start + an.POWER_BLOCK_FRAMES] * _WINDOW, axis=1)
+    out = np.zeros((n_frames, BANDS))
+    rows = np.arange(n_frames) if rows is None else rows
+    for start in range(0, len(rows), an.POWER_BLOCK_FRAMES):
+        chunk = rows[start : start + an.POWER_BLOCK_FRAMES]
+        spec = np.fft.rfft(frames[chunk] * _WINDOW, axis=1)
         # each band's bins as (re, im) pairs: one product-and-sum gives its energy
         parts = spec[:, _BINS].view(np.float64).reshape(len(spec), BANDS, 2 * an.BAND_BINS)
-        np.einsum("fbk,fbk->fb", parts, parts, out=out[start : start + an.POWER_BLOCK_FRAMES])
+        out[chunk] = np.einsum("fbk,fbk->fb", parts, parts)
     return out
 
 
@@ -180,15 +191,17 @@ def _stft(x8: np.ndarray) -> np.ndarray:
 
 
 def _istft(bins: np.ndarray, length: int) -> np.ndarray:
-    """The signal of an embedding STFT that is zero outside ``_BINS`` (``bins``: those bins)."""
+    """The signal of an embedding STFT that is zero outside ``_BINS`` (``bins``: those bins).
+    Frames that are zero throughout (no gain: silence, pauses) add nothing and are skipped."""
     n_frames = len(bins)
-    spec = np.zeros((n_frames, an.FRAME // 2 + 1), dtype=complex)
-    spec[:, _BINS] = bins
+    rows = np.flatnonzero(np.any(bins != 0, axis=1))
+    spec = np.zeros((len(rows), an.FRAME // 2 + 1), dtype=complex)
+    spec[:, _BINS] = bins[rows]
     frames = (np.fft.irfft(spec, an.FRAME, axis=1) * _EWIN).reshape(
-        n_frames, an.FRAME // _EHOP, _EHOP)
+        len(rows), an.FRAME // _EHOP, _EHOP)
     out = np.zeros((n_frames + 3, _EHOP))  # overlap-add, one hop per row
     for j in range(an.FRAME // _EHOP):
-        out[j : j + n_frames] += frames[:, j]
+        out[rows + j] += frames[:, j]  # rows are distinct: no two adds to one row
     out = out.ravel()
     out /= float(np.sum(_EWIN**2)) / _EHOP  # Hann at 75 % overlap: constant 1.5
     return out[_LEAD : _LEAD + length]
