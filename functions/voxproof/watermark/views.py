@@ -37,6 +37,12 @@ NOISE_KNEE_DB: Final = 15.0  # ... beyond this many
 ONSET_LAGS: Final = (16, 48)  # "onset": the same band 64 .. 192 ms earlier (in 4 ms hops) ...
 ONSET_WIDTH_DB: Final = 3.0  # ... weight = logistic((weaker tile - loudest of those) / this)
 _DB: Final = np.log(10.0) / 10.0
+MIN_FRAMES: Final = 2 * an.BLOCK_HOPS
+"""Fewest analysis frames a view is made of: one block of cells (the slots' energies and the
+cells' second slot take a block). Shorter inputs (under about 0.13 s) have no view and nothing
+is searched. It was half a unit (0.51 s) before issue 10: a 0.3-0.5 s utterance was never
+searched, though a third of a unit often holds a decodable record (docs/watermark.md, "Short
+utterances"); the bounds count decodes and hypotheses, not frames, and are unchanged."""
 DETECT_BYTES: Final = 200 * 2**20
 """What a detection may hold: ``Views`` gives its cache what the rest leaves of this."""
 OTHER_BYTES_PER_FRAME: Final = 5_000
@@ -296,7 +302,7 @@ def _window_max(x: np.ndarray, width: int) -> np.ndarray:
 
 def _cells(band_energy: np.ndarray, time_scale: float, phase: float) -> _Cells | None:
     bands = an.stretch_frames(band_energy, time_scale, phase)
-    if len(bands) < UNIT_HOPS // 2:
+    if len(bands) < MIN_FRAMES:
         return None
     log_e = an.slot_log_energy(bands)
     first, second = log_e[: -an.SLOT_HOPS], log_e[an.SLOT_HOPS :]
