@@ -132,9 +132,16 @@ def slot_log_energy(bands: np.ndarray) -> np.ndarray:
     Rows h .. h+8 are summed with half weight on the two ends (a trapezoid over the slot's 32
     ms), which makes the value vary smoothly when the input is shifted by part of a hop.
     """
-    c = np.cumsum(np.vstack([np.zeros((1, bands.shape[1])), bands]), axis=0)
-    e = c[SLOT_HOPS:-1] - c[:-SLOT_HOPS - 1] - 0.5 * bands[:-SLOT_HOPS] + 0.5 * bands[SLOT_HOPS:]
-    return np.log(np.maximum(e, 0.0) + FLOOR)
+    c = np.empty((len(bands) + 1, bands.shape[1]))
+    c[0] = 0.0
+    np.cumsum(bands, axis=0, out=c[1:])
+    # in place, the same operations in the same order (fresh temporaries cost page faults)
+    e = c[SLOT_HOPS:-1] - c[:-SLOT_HOPS - 1]
+    e -= 0.5 * bands[:-SLOT_HOPS]
+    e += 0.5 * bands[SLOT_HOPS:]
+    np.maximum(e, 0.0, out=e)
+    e += FLOOR
+    return np.log(e, out=e)
 
 
 def cell_values(log_e: np.ndarray) -> np.ndarray:
@@ -147,6 +154,7 @@ STEP_QUIET: Final = 4.0  # ... and of cells this far or further below their bloc
 LOUD_DB: Final = 10.0
 QUIET_DB: Final = 35.0
 _DB: Final = 10.0 / np.log(10.0)
+_STEP_GROWTH: Final = float(np.log(STEP_QUIET / STEP_LOUD) / (QUIET_DB - LOUD_DB))  # per dB
 
 
 def slot_levels(log_e: np.ndarray) -> np.ndarray:
@@ -171,9 +179,14 @@ def cell_steps(first: np.ndarray, second: np.ndarray,
     """Quantiser step of each cell: small for the cells that hold a block's energy, growing
     geometrically for quieter ones (cheap in mark energy, and kept by codecs to about their
     band energy). ``levels``: as for ``cell_levels``."""
-    level = np.clip(cell_levels(first, second, levels), LOUD_DB, QUIET_DB)
-    frac = (level - LOUD_DB) / (QUIET_DB - LOUD_DB)
-    return STEP_LOUD * (STEP_QUIET / STEP_LOUD) ** frac
+    # STEP_LOUD * (STEP_QUIET / STEP_LOUD) ** frac, frac = (level - LOUD_DB) / (QUIET_DB -
+    # LOUD_DB) clipped to [0, 1]: as an exp, in place (pow and fresh temporaries cost 3x)
+    steps = np.clip(cell_levels(first, second, levels), LOUD_DB, QUIET_DB)
+    steps -= LOUD_DB
+    steps *= _STEP_GROWTH
+    np.exp(steps, out=steps)
+    steps *= STEP_LOUD
+    return steps
 
 
 def percentile(values: np.ndarray, q: float) -> np.floating:

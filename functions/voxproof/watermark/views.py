@@ -308,13 +308,18 @@ def _cells(band_energy: np.ndarray, time_scale: float, phase: float) -> _Cells |
     first, second = log_e[: -an.SLOT_HOPS], log_e[an.SLOT_HOPS :]
     level = an.slot_levels(log_e)  # read by the steps and the activity alike
     steps = an.cell_steps(first, second, (level[: -an.SLOT_HOPS], level[an.SLOT_HOPS :]))
-    turns = an.cell_values(log_e) / steps
+    turns = an.cell_values(log_e)
+    turns /= steps
     # the angle reduced to +-pi, then cos and sin in float32 (SIMD, ten times float64's speed;
-    # within 2e-7 of float64's, far below any cell's noise)
-    angle = (2 * np.pi * (turns - np.rint(turns))).astype(np.float32)
+    # within 2e-7 of float64's, far below any cell's noise); in place where it can be
+    turns -= np.rint(turns)
+    turns *= 2 * np.pi
+    angle = turns.astype(np.float32)
     unit = np.empty(steps.shape, dtype=complex)
     unit.real, unit.imag = np.cos(angle), np.sin(angle)
-    unit *= steps / (steps + RELIABLE_STEP)
+    weight = steps + RELIABLE_STEP
+    np.divide(steps, weight, out=weight)
+    unit *= weight
     act = _activity(level)
     return _Cells(log_e, unit, act[: -an.SLOT_HOPS] * act[an.SLOT_HOPS :], act)
 
